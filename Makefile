@@ -1,0 +1,48 @@
+# r1deploy developer and operator entry points. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+R1 := $(VENV)/bin/r1deploy
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap demo test lint unit lab-up lab-down lab-status bench clean
+
+help:
+	@echo "make demo      deploy the whole stack to the built-in lab and print the chat page URL"
+	@echo "make test      every test tier (static, unit, lab end-to-end), as CI runs it"
+	@echo "make lint      static checks only (ruff, yamllint, ansible-lint, syntax-check)"
+	@echo "make unit      unit tests only (no lab)"
+	@echo "make lab-up / lab-down / lab-status"
+	@echo "make bench     load benchmark against the lab's vLLM and through nginx"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(R1) lab up
+	$(R1) deploy -i inventories/lab
+	$(R1) status -i inventories/lab
+
+test: bootstrap
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/pytest tests/static $(PYTEST_ARGS)
+
+unit: bootstrap
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+lab-up: bootstrap
+	$(R1) lab up
+
+lab-down: bootstrap
+	$(R1) lab down
+
+lab-status: bootstrap
+	$(R1) lab status
+
+bench: bootstrap
+	$(R1) bench --inventory inventories/lab
+
+clean: lab-down
+	rm -rf $(VENV) .cache
