@@ -25,8 +25,10 @@ class Finding:
         where = f"{self.host}: " if self.host else ""
         about = f" [{self.subject}]" if self.subject else ""
         fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{where}{self.message}{about}.{fix}" if not self.message.endswith(".") else (
-            f"{where}{self.message[:-1]}{about}.{fix}"
+        return (
+            f"{where}{self.message}{about}.{fix}"
+            if not self.message.endswith(".")
+            else (f"{where}{self.message[:-1]}{about}.{fix}")
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -35,6 +37,8 @@ class Finding:
 
 def split(findings: list[Finding], *, strict_is_error: bool) -> tuple[list[str], list[str]]:
     """(errors, warnings) as text; strict findings count as errors when ``strict_is_error``."""
-    errors = [f.text for f in findings if f.severity == "error" or (strict_is_error and f.severity == "strict")]
+    errors = [
+        f.text for f in findings if f.severity == "error" or (strict_is_error and f.severity == "strict")
+    ]
     warnings = [f.text for f in findings if f.text not in errors]
     return errors, warnings

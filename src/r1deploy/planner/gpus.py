@@ -39,7 +39,9 @@ GPUS: dict[str, GpuSpec] = {
     for g in (
         GpuSpec("v100-sxm2-16gb", "7.0", 16384, ("Tesla V100-SXM2-16GB",), nvlink=True),
         GpuSpec("v100-sxm2-32gb", "7.0", 32768, ("Tesla V100-SXM2-32GB",), nvlink=True, aliases=("v100",)),
-        GpuSpec("v100-sxm3-32gb", "7.0", 32768, ("Tesla V100-SXM3-32GB", "Tesla V100-SXM3-32GB-H"), nvlink=True),
+        GpuSpec(
+            "v100-sxm3-32gb", "7.0", 32768, ("Tesla V100-SXM3-32GB", "Tesla V100-SXM3-32GB-H"), nvlink=True
+        ),
         GpuSpec("v100-pcie-16gb", "7.0", 16384, ("Tesla V100-PCIE-16GB",)),
         GpuSpec("v100-pcie-32gb", "7.0", 32768, ("Tesla V100-PCIE-32GB",)),
         GpuSpec("v100s-pcie-32gb", "7.0", 32768, ("Tesla V100S-PCIE-32GB",)),
@@ -50,22 +52,29 @@ GPUS: dict[str, GpuSpec] = {
         GpuSpec("a100-40gb", "8.0", 40960, ("NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB"), nvlink=True),
         GpuSpec("a100-80gb", "8.0", 81920, ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"), nvlink=True),
         GpuSpec(
-            "h100-80gb", "9.0", 81559, ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"), nvlink=True, aliases=("h100",)
+            "h100-80gb",
+            "9.0",
+            81559,
+            ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"),
+            nvlink=True,
+            aliases=("h100",),
         ),
-        GpuSpec("h200", "9.0", 143771, ("NVIDIA H200", "NVIDIA H200 NVL"), nvlink=True, aliases=("h200-141gb",)),
+        GpuSpec(
+            "h200", "9.0", 143771, ("NVIDIA H200", "NVIDIA H200 NVL"), nvlink=True, aliases=("h200-141gb",)
+        ),
     )
 }
 
 
 def parse_cc(value: str | float | int) -> tuple[int, int]:
-    """"7.0" / 7.0 / "sm_70" / "70" -> (7, 0)."""
+    """ "7.0" / 7.0 / "sm_70" / "70" -> (7, 0)."""
     text = str(value).strip().lower().removeprefix("sm_")
     m = re.fullmatch(r"(\d+)\.(\d+)", text)
     if m:
         return int(m.group(1)), int(m.group(2))
     if re.fullmatch(r"\d{2,3}", text):
         return int(text[:-1]), int(text[-1])
-    raise ValueError(f"compute capability {value!r} is not of the form MAJOR.MINOR (e.g. \"7.0\")")
+    raise ValueError(f'compute capability {value!r} is not of the form MAJOR.MINOR (e.g. "7.0")')
 
 
 def architecture_for_cc(cc: str) -> str:

@@ -96,7 +96,9 @@ class LayerBytes:
         return self.attention + self.mlp + self.norms
 
 
-def layer_bytes(model: ModelSpec, index: int, tp: int, dtype_bytes: int, *, materialized: bool = True) -> LayerBytes:
+def layer_bytes(
+    model: ModelSpec, index: int, tp: int, dtype_bytes: int, *, materialized: bool = True
+) -> LayerBytes:
     """Bytes of decoder layer ``index`` on one TP rank.
 
     Column-parallel weights (q/k/v, gate/up) split their output, row-parallel ones (o, down) their input
@@ -136,7 +138,9 @@ def layer_bytes(model: ModelSpec, index: int, tp: int, dtype_bytes: int, *, mate
     if model.is_moe_layer(index):
         inter = model.moe_intermediate_size // tp
         # Router: ReplicatedLinear, never quantized; DeepSeek-V3 adds a float32 e_score_correction_bias.
-        mlp = h * model.n_routed_experts * b + (model.n_routed_experts * 4 if model.model_type == "deepseek_v3" else 0)
+        mlp = h * model.n_routed_experts * b + (
+            model.n_routed_experts * 4 if model.model_type == "deepseek_v3" else 0
+        )
         # FusedMoE without expert parallelism: every rank holds every expert, intermediate split by TP.
         per_expert = linear_bytes(h, 2 * inter, q, b) + linear_bytes(inter, h, q, b)
         mlp += model.n_routed_experts * per_expert
@@ -165,7 +169,9 @@ class StageBytes:
     kv_per_token: int  # KV cache bytes per token on each GPU of this stage
 
 
-def stage_bytes(model: ModelSpec, tp: int, pp: int, dtype_bytes: int, kv_dtype_bytes: int) -> list[StageBytes]:
+def stage_bytes(
+    model: ModelSpec, tp: int, pp: int, dtype_bytes: int, kv_dtype_bytes: int
+) -> list[StageBytes]:
     """Weights and KV bytes per token on one GPU of each pipeline stage.
 
     The first stage holds the embedding, the last the final norm and lm_head; with tied embeddings and
@@ -201,7 +207,10 @@ def kv_bytes_per_token_per_layer(model: ModelSpec, tp: int, kv_dtype_bytes: int)
 
 def parameter_count(model: ModelSpec) -> int:
     """Logical parameters (quantization ignored, tied embeddings counted once)."""
-    total = sum(layer_bytes(_unquantized(model), i, 1, 1, materialized=False).total for i in range(model.num_hidden_layers))
+    total = sum(
+        layer_bytes(_unquantized(model), i, 1, 1, materialized=False).total
+        for i in range(model.num_hidden_layers)
+    )
     total += model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
     return total + model.hidden_size
 

@@ -413,7 +413,9 @@ def load_model(name_or_path: str) -> ModelSpec:
         )
     cfg_path = path / "config.json" if path.is_dir() else path
     if not cfg_path.is_file():
-        raise ModelError(f"{cfg_path}: no such file (a model path must be a config.json or a folder with one)")
+        raise ModelError(
+            f"{cfg_path}: no such file (a model path must be a config.json or a folder with one)"
+        )
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

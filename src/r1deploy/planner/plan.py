@@ -57,8 +57,6 @@ ANSIBLE_LABELS: dict[str, str] = {
     "kv_cache_memory_bytes": "vllm_server_kv_cache_memory_bytes",
 }
 
-_INT_FIELDS = ("nodes", "gpus_per_node", "tp", "pp", "replicas", "max_model_len", "max_num_seqs", "gpu_memory_mib")
-
 
 @dataclass
 class PlanRequest:
@@ -153,7 +151,12 @@ def _tp_problems(model: ModelSpec, tp: int) -> list[str]:
 
 
 def _resolve_dtype(
-    requested: str | None, model: ModelSpec, device: str, cc: tuple[int, int] | None, label: str, gpu_name: str
+    requested: str | None,
+    model: ModelSpec,
+    device: str,
+    cc: tuple[int, int] | None,
+    label: str,
+    gpu_name: str,
 ) -> tuple[str, list[Finding]]:
     """vLLM's dtype rules. auto: vllm/config/model.py ``_resolve_auto_dtype`` takes the checkpoint's
     torch_dtype when the platform supports it, a float32 checkpoint is cast to the platform's preferred
@@ -162,9 +165,7 @@ def _resolve_dtype(
     all three (vllm/platforms/cpu.py). An explicit bfloat16 below cc 8.0 stops vLLM with "Bfloat16 is
     only supported on GPUs with compute capability of at least 8.0" (check_if_supports_dtype)."""
     findings: list[Finding] = []
-    if device == "cpu" or cc is None:
-        supported = ["bfloat16", "float16", "float32"]
-    elif cc >= (8, 0):
+    if device == "cpu" or cc is None or cc >= (8, 0):
         supported = ["bfloat16", "float16", "float32"]
     else:
         supported = ["float16", "float32"]
@@ -202,7 +203,8 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                 Finding(
                     "error",
                     "quant-fp8",
-                    f"{model.name} is an FP8 checkpoint: FP8 compute needs compute capability 8.9 and the FP8 "
+                    f"{model.name} is an FP8 checkpoint: FP8 compute needs compute capability 8.9 and the "
+                    "FP8 "
                     f"Marlin weight-only path 7.5; {gpu_name} has {cc_text}",
                     "model quantization",
                     "use an fp16/bf16 or GPTQ checkpoint, or FP8-capable GPUs (L40S, H100, H200)",
@@ -222,7 +224,8 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                 Finding(
                     "error",
                     "quant-awq",
-                    f"{model.name} is an AWQ checkpoint: vLLM's AWQ and Marlin kernels need compute capability 7.5; "
+                    f"{model.name} is an AWQ checkpoint: vLLM's AWQ and Marlin kernels need compute "
+                    "capability 7.5; "
                     f"{gpu_name} has {cc_text}",
                     "model quantization",
                     "use a GPTQ (int4/int8) or an fp16 checkpoint on Volta",
@@ -237,7 +240,7 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                     "(GPTQ Marlin needs 7.5)",
                 )
             )
-        if q.method == "gptq" and cc < (6, 0) or q.method == "bitsandbytes" and cc < (7, 0):
+        if (q.method == "gptq" and cc < (6, 0)) or (q.method == "bitsandbytes" and cc < (7, 0)):
             out.append(Finding("error", "quant-unsupported", f"{q.method} needs a newer GPU than {gpu_name}"))
     if model.is_mla:
         if cc < (8, 0):
@@ -245,9 +248,12 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                 Finding(
                     "error",
                     "full-r1-volta" if model.model_type == "deepseek_v3" else "mla-volta",
-                    f"{model.name} ({model.architecture}: MLA attention, {model.n_routed_experts}-expert MoE) cannot "
-                    f"be served on {gpu_name} (compute capability {cc_text}): no bf16/FP8, so weights would be "
-                    "upcast to fp16 (about 1.34 TB for the 671B model), the MLA fast paths (FlashMLA/FlashInfer) "
+                    f"{model.name} ({model.architecture}: MLA attention, {model.n_routed_experts}-expert "
+                    "MoE) cannot "
+                    f"be served on {gpu_name} (compute capability {cc_text}): no bf16/FP8, so weights would "
+                    "be "
+                    "upcast to fp16 (about 1.34 TB for the 671B model), the MLA fast paths "
+                    "(FlashMLA/FlashInfer) "
                     "need SM90+, and DeepSeek-V3 overflows in fp16",
                     "r1deploy_model / --model",
                     "serve a DeepSeek-R1-Distill model (Qwen-32B or Llama-70B) on V100s",
@@ -258,7 +264,8 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                 Finding(
                     "warning",
                     "mla-slow-path",
-                    f"MLA fast paths (FlashMLA) need SM90+; on compute capability {cc_text} vLLM uses Triton MLA",
+                    f"MLA fast paths (FlashMLA) need SM90+; on compute capability {cc_text} vLLM uses "
+                    "Triton MLA",
                 )
             )
     return out
@@ -301,12 +308,16 @@ def _evaluate(
             parts = {
                 "non_torch": mem.NON_TORCH_BYTES,
                 "cuda_graphs": mem.CUDA_GRAPH_BYTES,
-                "activation_peak": mem.activation_bytes(model, tp, b, tokens, max_num_seqs, s.stage == pp - 1),
+                "activation_peak": mem.activation_bytes(
+                    model, tp, b, tokens, max_num_seqs, s.stage == pp - 1
+                ),
             }
             allowance.append(parts)
-            # vllm/v1/worker/gpu_worker.py: KV memory = total x utilization - (weights + activation + non-torch)
+            # vllm/v1/worker/gpu_worker.py: KV = total x utilization - (weights + activation + non-torch)
             requested = int(total * util)
-            budgets.append(kv_cache_bytes if kv_cache_bytes is not None else requested - s.weights - sum(parts.values()))
+            budgets.append(
+                kv_cache_bytes if kv_cache_bytes is not None else requested - s.weights - sum(parts.values())
+            )
     elif kv_cache_bytes is not None:
         budgets = [kv_cache_bytes for _ in stages]
     else:
@@ -315,9 +326,12 @@ def _evaluate(
     # vllm/v1/core/kv_cache_utils.py: blocks = available // (page bytes x layers); the engine takes the
     # minimum over all workers. One max_model_len sequence needs cdiv(max_model_len, block_size) blocks.
     blocks = min(
-        (max(budget, 0) // (s.kv_per_token * block) if s.kv_per_token else 0) for s, budget in zip(stages, budgets, strict=True)
+        (max(budget, 0) // (s.kv_per_token * block) if s.kv_per_token else 0)
+        for s, budget in zip(stages, budgets, strict=True)
     )
-    return _Eval(tp, pp, stages, allowance, budgets, block, blocks, math.ceil(max_model_len / block), memory_rule)
+    return _Eval(
+        tp, pp, stages, allowance, budgets, block, blocks, math.ceil(max_model_len / block), memory_rule
+    )
 
 
 def _gib(n: int | float) -> float:
@@ -334,7 +348,9 @@ def _check_int(findings: list[Finding], value: Any, key: str, label: str, minimu
                 "type-int",
                 f"{key} must be an integer >= {minimum}, got {type(value).__name__} {value!r}",
                 label,
-                f"write a plain number without quotes, e.g. {label}: {minimum}" if not label.startswith("-") else "",
+                f"write a plain number without quotes, e.g. {label}: {minimum}"
+                if not label.startswith("-")
+                else "",
             )
         )
         return None
@@ -381,7 +397,9 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
     # ---- inputs -----------------------------------------------------------------------------------
     device = str(req.device or "gpu").lower()
     if device not in ("gpu", "cpu"):
-        findings.append(Finding("error", "device", f"device must be gpu or cpu, got {req.device!r}", lab["device"]))
+        findings.append(
+            Finding("error", "device", f"device must be gpu or cpu, got {req.device!r}", lab["device"])
+        )
         return finish()
     out["device"] = device
     try:
@@ -450,16 +468,20 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
                     "gpu-missing",
                     "no GPU model given for a GPU plan",
                     lab["gpu"],
-                    f"name the GPU (e.g. v100-sxm2-32gb), or use device cpu for a CPU-only site",
+                    "name the GPU (e.g. v100-sxm2-32gb), or use device cpu for a CPU-only site",
                 )
             )
         if gpu is None and cc is not None and not gpu_mib:
-            findings.append(Finding("error", "gpu-memory-missing", "GPU memory unknown", lab["gpu_memory_mib"]))
+            findings.append(
+                Finding("error", "gpu-memory-missing", "GPU memory unknown", lab["gpu_memory_mib"])
+            )
         if gpu is None and cc is not None:
             gpu_name = f"GPU (compute capability {cc[0]}.{cc[1]})"
     elif req.gpu not in (None, ""):
         findings.append(
-            Finding("warning", "cpu-ignores-gpu", f"device cpu: the GPU model {req.gpu!r} is ignored", lab["gpu"])
+            Finding(
+                "warning", "cpu-ignores-gpu", f"device cpu: the GPU model {req.gpu!r} is ignored", lab["gpu"]
+            )
         )
     if cc is not None:
         out["gpu"] = {
@@ -520,7 +542,8 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
                     "warning",
                     "fp16-from-bf16",
                     f"serving a bfloat16 checkpoint in float16 (compute capability {cc[0]}.{cc[1]}): "
-                    "values beyond the fp16 range overflow; the deploy's smoke test rejects degenerate output",
+                    "values beyond the fp16 range overflow; the deploy's smoke test rejects degenerate "
+                    "output",
                 )
             )
 
@@ -549,20 +572,20 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
                 Finding(
                     "warning",
                     "cpu-single-node",
-                    "vLLM's CPU platform refuses the Ray executor: the API server runs on the head node with the "
+                    "vLLM's CPU platform refuses the Ray executor: the API server runs on the head node "
+                    "with the "
                     "mp executor, the other nodes only join the Ray cluster",
                 )
             )
         if pp > 1:
             findings.append(
-                Finding("warning", "cpu-pp-eager", "CPU pipeline parallelism works only without --enforce-eager")
+                Finding(
+                    "warning", "cpu-pp-eager", "CPU pipeline parallelism works only without --enforce-eager"
+                )
             )
     else:
         valid_in_node = valid_tp_sizes(model, gpn)
-        if tp_in is None:
-            tp = max(valid_in_node) if valid_in_node else 1
-        else:
-            tp = tp_in
+        tp = tp_in if tp_in is not None else max(valid_in_node or [1])
         if pp_in is None:
             pp = nodes if tp_in is None and tp <= gpn else max(1, total // (tp * replicas))
             pp = min(pp, model.num_hidden_layers)
@@ -592,7 +615,8 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
                 "tp-heads",
                 f"{model.name}: {problem}",
                 lab["tp"],
-                f"use one of {', '.join(map(str, [t for t in valid if t <= max(total, 1) or device == 'cpu'][:12]))}",
+                "use one of "
+                f"{', '.join(map(str, [t for t in valid if t <= max(total, 1) or device == 'cpu'][:12]))}",
             )
         )
     if pp > model.num_hidden_layers:
@@ -600,7 +624,8 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
             Finding(
                 "error",
                 "pp-layers",
-                f"pipeline parallel size {pp} is larger than the {model.num_hidden_layers} layers of {model.name}",
+                f"pipeline parallel size {pp} is larger than the {model.num_hidden_layers} layers of "
+                f"{model.name}",
                 lab["pp"],
                 f"use at most {model.num_hidden_layers}",
             )
@@ -693,7 +718,6 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
         out["max_full_length_sequences"] = ev.full_length_sequences
         out["max_concurrency"] = round(ev.kv_tokens / max_len, 2)
         out["estimated_max_model_len"] = ev.kv_tokens
-        label = lab["gpu_memory_utilization"] if device == "gpu" and kv_bytes is None else lab["kv_cache_memory_bytes"]
         if device == "gpu" and kv_bytes is None and ev.kv_min <= 0:
             stage = min(range(len(ev.stages)), key=lambda i: ev.kv_budget[i])
             s = ev.stages[stage]
@@ -701,10 +725,12 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
                 Finding(
                     "error",
                     "weights-do-not-fit",
-                    f"{model.name} in {dtype} needs {_gib(s.weights)} GiB of weights per GPU (stage {stage}, TP {tp} x "
-                    f"PP {pp}) plus {_gib(sum(ev.allowance[stage].values()))} GiB activation/CUDA-graph allowance, "
-                    f"but {gpu_mib} MiB x {util:g} = {_gib(int(gpu_mib * mem.MIB * util))} GiB is usable"  # type: ignore[operator]
-                    ,
+                    f"{model.name} in {dtype} needs {_gib(s.weights)} GiB of weights per GPU (stage "
+                    f"{stage}, TP {tp} x "
+                    f"PP {pp}) plus {_gib(sum(ev.allowance[stage].values()))} GiB activation/CUDA-graph "
+                    "allowance, "
+                    f"but {gpu_mib} MiB x {util:g} = {_gib(int(gpu_mib * mem.MIB * util))} GiB is "
+                    "usable",  # type: ignore[operator]
                     f"{lab['tp']} / {lab['pp']}",
                     "use more GPUs (higher TP or PP), a smaller model, or a quantized checkpoint",
                 )
@@ -716,11 +742,13 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
                     "error",
                     "context-does-not-fit",
                     f"one {max_len}-token sequence needs {_gib(need)} GiB of KV cache per GPU but "
-                    f"{_gib(max(ev.kv_min, 0))} GiB is left (vLLM refuses to start: 'To serve at least one request "
+                    f"{_gib(max(ev.kv_min, 0))} GiB is left (vLLM refuses to start: 'To serve at least one "
+                    "request "
                     f"with the models's max seq len'); about {ev.kv_tokens} tokens fit",
                     lab["max_model_len"],
                     f"lower it to {max(ev.kv_tokens // 1024 * 1024, 0) or ev.kv_tokens}, raise "
-                    f"{lab['gpu_memory_utilization'] if device == 'gpu' else lab['kv_cache_memory_bytes']}, or use more GPUs",
+                    f"{lab['gpu_memory_utilization'] if device == 'gpu' else lab['kv_cache_memory_bytes']}, "
+                    "or use more GPUs",
                 )
             )
         elif ev.full_length_sequences < seqs:
@@ -736,7 +764,12 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
             )
     if device == "gpu" and cc is not None and cc < (8, 0) and seqs < 2:
         findings.append(
-            Finding("warning", "volta-seqs", "V100 operators report instability with max_num_seqs < 2", lab["max_num_seqs"])
+            Finding(
+                "warning",
+                "volta-seqs",
+                "V100 operators report instability with max_num_seqs < 2",
+                lab["max_num_seqs"],
+            )
         )
 
     # ---- executor and flags -----------------------------------------------------------------------
@@ -803,28 +836,40 @@ def _alternatives(
     if nodes > 1 and (node_tp, 1) != (tp, pp):
         alts.append(describe(node_tp, 1, nodes, per_node, "one instance per node behind nginx"))
     smallest = next(
-        (t for t in valid_tp_sizes(model, gpn) if evaluate(t, 1).kv_min > 0 and evaluate(t, 1).full_length_sequences >= 1),
+        (
+            t
+            for t in valid_tp_sizes(model, gpn)
+            if evaluate(t, 1).kv_min > 0 and evaluate(t, 1).full_length_sequences >= 1
+        ),
         None,
     )
     if smallest is not None and smallest != node_tp and total // smallest > 1:
-        alts.append(describe(smallest, 1, total // smallest, evaluate(smallest, 1), "smallest TP that fits, replicated"))
+        alts.append(
+            describe(
+                smallest, 1, total // smallest, evaluate(smallest, 1), "smallest TP that fits, replicated"
+            )
+        )
     replicated = [a for a in alts[1:] if a["fits"]]
     if not replicated:
         text = (
-            f"{model.name} does not fit in fewer GPUs than TP {tp} x PP {pp}: one instance over the cluster is the "
+            f"{model.name} does not fit in fewer GPUs than TP {tp} x PP {pp}: one instance over the cluster "
+            "is the "
             "only layout"
         )
         return alts, text
     best = max(replicated, key=lambda a: a["replicas"])
     one = alts[0]
     text = (
-        f"Throughput: {best['replicas']} replicas of TP {best['tensor_parallel_size']} (no pipeline traffic between "
+        f"Throughput: {best['replicas']} replicas of TP {best['tensor_parallel_size']} (no pipeline traffic "
+        "between "
         f"nodes on every token, {best['replicas']} independent schedulers) hold "
         f"{best['max_full_length_sequences_total']} full-length sequences in total, "
-        f"{best['max_full_length_sequences_per_instance']} each. Context: one TP {tp} x PP {pp} instance keeps one "
+        f"{best['max_full_length_sequences_per_instance']} each. Context: one TP {tp} x PP {pp} instance "
+        "keeps one "
         f"copy of the weights, so it has the most KV cache for long sequences in one engine "
         f"({one['max_full_length_sequences_per_instance']} full-length sequences, "
-        f"{one['kv_cache_gib_per_gpu']} GiB KV per GPU). The roles deploy one instance on ray_head, so this plan uses "
+        f"{one['kv_cache_gib_per_gpu']} GiB KV per GPU). The roles deploy one instance on ray_head, so this "
+        "plan uses "
         f"TP {tp} x PP {pp}; replicas need one vllm_server per node behind nginx."
     )
     return alts, text
@@ -835,5 +880,11 @@ def plan_from_dict(data: dict[str, Any], labels: dict[str, str] | None = None) -
     try:
         req = PlanRequest.from_dict(dict(data), labels)
     except (TypeError, ValueError) as exc:
-        return {"ok": False, "errors": [f"plan input: {exc}"], "warnings": [], "findings": [], "vllm_args": []}
+        return {
+            "ok": False,
+            "errors": [f"plan input: {exc}"],
+            "warnings": [],
+            "findings": [],
+            "vllm_args": [],
+        }
     return make_plan(req)
