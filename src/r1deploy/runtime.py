@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from r1deploy.planner.gpus import parse_cc as planner_parse_cc
+
 PROFILES = ("cpu", "volta", "cuda")
 
 # vLLM >= 0.19 wheels and every CUDA 13 build lack sm_70 kernels (vLLM PR #39878; PyTorch 2.11
@@ -31,12 +33,10 @@ class ProfileChoice:
 
 
 def parse_cc(value: str | float | int) -> tuple[int, int]:
-    text = str(value).strip()
-    major, _, minor = text.partition(".")
     try:
-        return int(major), int(minor or 0)
+        return planner_parse_cc(value)
     except ValueError as exc:
-        raise ProfileError(f"compute capability '{value}' is not of the form MAJOR.MINOR") from exc
+        raise ProfileError(str(exc)) from exc
 
 
 def cuda_arch(cc: tuple[int, int]) -> str:
@@ -119,7 +119,7 @@ def same_versions(per_host: dict[str, dict[str, str]]) -> list[str]:
         for package in ("python", "torch", "vllm", "ray"):
             if per_host[host].get(package) != reference.get(package):
                 problems.append(
-                    f"{host} has {package} {per_host[host].get(package)} but {reference_host} has "
+                    f"{host} has {package} {per_host[host].get(package)} but {reference_host} has {package} "
                     f"{reference.get(package)}: every node needs the same serving venv"
                 )
     return problems
