@@ -1,0 +1,114 @@
+"""Helpers for lab tests: run playbooks and ad-hoc commands against the lab like an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+)",
+    re.MULTILINE,
+)
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    output: str
+    seconds: float
+    recap: dict[str, dict[str, int]]
+
+    def total(self, key: str) -> int:
+        return sum(stats[key] for stats in self.recap.values())
+
+    def changed_tasks(self) -> list[str]:
+        """Names of tasks reported changed (from the default callback's output)."""
+        changed, task = [], ""
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                task = line[6 : line.rfind("]")]
+            elif line.startswith("changed:"):
+                changed.append(f"{task} -> {line.split('[', 1)[1].split(']', 1)[0]}")
+        return changed
+
+
+def ansible_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_playbook(inventory: Path, playbook: str, *args: str, timeout: float = 3600) -> PlaybookRun:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / playbook), *args],
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    recap = {
+        m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in RECAP.finditer(output)
+    }
+    return PlaybookRun(proc.returncode, output, round(time.monotonic() - start, 1), recap)
+
+
+def on_host(inventory: Path, host: str, command: str, become: bool = True, timeout: float = 300) -> str:
+    """Run a shell command on a lab host over SSH (Ansible's shell module); return stdout, raise on error."""
+    argv = [str(BIN / "ansible"), host, "-i", str(inventory), "-m", "ansible.builtin.shell", "-a", command, "-o"]
+    if become:
+        argv.append("--become")
+    env = ansible_env()
+    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.tree"
+    tree = Path(REPO / ".cache" / "adhoc" / f"{host}-{time.monotonic_ns()}")
+    env["ANSIBLE_CALLBACK_TREE_DIR"] = str(tree)
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    result_file = tree / host
+    if not result_file.is_file():
+        raise AssertionError(f"{host}: {command!r} gave no result: {proc.stdout}{proc.stderr}")
+    result = json.loads(result_file.read_text())
+    if result.get("rc", 1) != 0 or result.get("failed"):
+        raise AssertionError(f"{host}: {command!r} failed: {result.get('stderr') or result.get('msg')}")
+    return str(result.get("stdout", ""))
+
+
+def inventory_groups(inventory: Path) -> dict[str, dict[str, str]]:
+    """{group: {host: r1deploy_node_ip}} from the inventory, as Ansible resolves it."""
+    proc = subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", str(inventory), "--list"],
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(proc.stdout)
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+
+    def hosts_of(group: str) -> list[str]:
+        entry = data.get(group, {})
+        found = list(entry.get("hosts", []))
+        for child in entry.get("children", []):
+            found += hosts_of(child)
+        return found
+
+    return {
+        group: {h: hostvars[h].get("r1deploy_node_ip", "") for h in hosts_of(group)}
+        for group in ("ray_head", "ray_workers", "gpu_nodes", "frontend")
+    }
