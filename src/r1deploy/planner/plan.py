@@ -185,7 +185,8 @@ def _resolve_dtype(
                 f"bfloat16 is only supported on GPUs with compute capability of at least 8.0; "
                 f"{gpu_name} has compute capability {cc_text}",
                 label,
-                "use --dtype half (float16), or auto, which picks float16 on this GPU",
+                "use --dtype half (float16), or auto, which picks float16 on this GPU"
+                + ("" if label.startswith("-") else f" ({label}: half)"),
             )
         )
     return requested, findings
@@ -408,7 +409,10 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
         findings.append(Finding("error", "model-unknown", str(exc), lab["model"]))
         model = None
     nodes = _check_int(findings, req.nodes, "nodes", lab["nodes"])
-    gpn = _check_int(findings, req.gpus_per_node, "GPUs per node", lab["gpus_per_node"])
+    # A CPU-only host reports 0 GPUs: on device cpu the value only counts worker slots (>= 1).
+    gpn_min = 0 if device == "cpu" else 1
+    gpn = _check_int(findings, req.gpus_per_node, "GPUs per node", lab["gpus_per_node"], gpn_min)
+    gpn = max(gpn, 1) if gpn is not None else None
     tp_in = _check_int(findings, req.tp, "tensor parallel size", lab["tp"])
     pp_in = _check_int(findings, req.pp, "pipeline parallel size", lab["pp"])
     replicas = _check_int(findings, req.replicas, "replicas", lab["replicas"]) or 1
