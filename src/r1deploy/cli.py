@@ -20,7 +20,8 @@ EXIT_INTERRUPTED = 130
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="r1deploy",
-        description="Deploy and operate a DeepSeek-R1 serving cluster (vLLM over Ray, Open WebUI behind nginx).",
+        description="Deploy and operate a DeepSeek-R1 serving cluster "
+        "(vLLM over Ray, Open WebUI behind nginx).",
     )
     parser.add_argument("--version", action="version", version=f"r1deploy {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded in run folders (paths and flags only: secrets never go on the command line)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
