@@ -549,21 +549,24 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
                     f"set r1deploy_gpus_per_node: {count} or fix the host",
                 )
             )
-        if device == "gpu":
-            for d in devs:
-                if not gpu_name_matches(str(declared_gpu), str(d.get("name", ""))):
-                    findings.append(
-                        _f(
-                            "error",
-                            "gpu-model",
-                            h,
-                            f"GPU {d.get('index')} is {d.get('name')!r}, the "
-                            f"inventory declares {declared_gpu}",
-                            "r1deploy_gpu_model / r1deploy_gpus.devices[].name",
-                            "set r1deploy_gpu_model to this host's GPU (r1deploy plan lists the known names)",
-                        )
-                    )
-                    break
+        wrong = sorted(
+            {
+                str(d.get("name", ""))
+                for d in devs
+                if not gpu_name_matches(str(declared_gpu), str(d.get("name", "")))
+            }
+        )
+        if device == "gpu" and wrong:
+            findings.append(
+                _f(
+                    "error",
+                    "gpu-model",
+                    h,
+                    f"found {', '.join(map(repr, wrong))}, the inventory declares {declared_gpu}",
+                    "r1deploy_gpu_model / r1deploy_gpus.devices[].name",
+                    "set r1deploy_gpu_model to this host's GPU (r1deploy plan lists the known names)",
+                )
+            )
         ccs = [d.get("compute_capability") for d in devs if d.get("compute_capability")]
         flavour = (g.get("driver") or {}).get("flavour")
         if flavour == "open" and any(parse_cc(c) < (7, 5) for c in ccs):
@@ -743,7 +746,7 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
                         "name the interface that carries r1deploy_node_ip",
                     )
                 )
-            elif ip and not any(str(ip) in iface_ips.get(i, []) for i in match):
+            elif ip and str(ip) in addrs and not any(str(ip) in iface_ips.get(i, []) for i in match):
                 findings.append(
                     _f(
                         "strict",
