@@ -43,6 +43,11 @@ def gpu_fact_problem(value: Any) -> str:
     return ""
 
 
+def smi_query(_: Any = None) -> str:
+    """The nvidia-smi --query-gpu fields the GPU fact and the verify step parse."""
+    return gpustack.SMI_QUERY
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         g = gpustack
@@ -55,11 +60,14 @@ class FilterModule:
             "r1deploy_gpustack_secure_boot": _wrap(g.secure_boot_state),
             "r1deploy_gpustack_driver_version": _wrap(g.parse_driver_version_file),
             "r1deploy_gpustack_verify_driver": _wrap(g.verify_driver),
+            "r1deploy_gpustack_smi_query": smi_query,
             "r1deploy_gpustack_cuda_plan": _wrap(g.cuda_plan),
             "r1deploy_gpustack_libnccl_plan": _wrap(g.libnccl_plan),
             "r1deploy_gpustack_iface_for_ip": _wrap(g.iface_for_ip),
+            "r1deploy_gpustack_host_ifaces": _wrap(g.host_ifaces),
             "r1deploy_gpustack_socket_ifname": _wrap(g.nccl_socket_ifname),
             "r1deploy_gpustack_nccl_env": _wrap(g.nccl_env),
             "r1deploy_gpustack_nccl_verdict": _wrap(g.nccl_verdict),
+            "r1deploy_gpustack_nccl_check_layout": _wrap(g.nccl_check_layout),
             "r1deploy_gpustack_format_results": _wrap(g.format_results),
         }

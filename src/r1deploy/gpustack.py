@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from r1deploy import gpufacts
 from r1deploy.planner.gpus import parse_cc
 
 CC = tuple[int, int]
@@ -554,37 +555,39 @@ def secure_boot_state(efi_dir_exists: bool, efivar_b64: str = "") -> str:
 
 
 def parse_driver_version_file(text: str) -> dict[str, str]:
-    """``/proc/driver/nvidia/version`` -> {"version", "flavour"}."""
-    line = next((ln for ln in (text or "").splitlines() if ln.startswith("NVRM version")), "")
-    if not line:
-        return {"version": "", "flavour": "none"}
-    m = re.search(r"\s(\d{3}\.\d+(?:\.\d+)?)\s", line + " ")
-    flavour = "open" if "Open Kernel Module" in line else "proprietary"
-    return {"version": m.group(1) if m else "", "flavour": flavour}
+    """``/proc/driver/nvidia/version`` -> {"version", "flavour"} (parsing owned by r1deploy.gpufacts)."""
+    version, flavour = gpufacts.parse_driver_version(text)
+    return {"version": version, "flavour": flavour}
+
+
+# The query the verify step runs: the GPU fact's own (r1deploy.gpufacts), so one parser reads both.
+SMI_QUERY = ",".join(gpufacts.QUERY_FIELDS)
 
 
 def verify_driver(
-    smi_csv: str, version_file: str, plan: Mapping[str, Any], expected_count: int
+    smi_stdout: str,
+    version_file: str,
+    plan: Mapping[str, Any],
+    expected_count: int,
+    want_persistence: bool = False,
 ) -> dict[str, Any]:
     """Check a loaded driver against the plan.
 
-    ``smi_csv``: ``nvidia-smi --query-gpu=index,name,compute_cap,driver_version --format=csv,noheader``.
+    ``smi_stdout``: ``nvidia-smi --query-gpu=SMI_QUERY --format=csv,noheader,nounits``.
     """
     loaded = parse_driver_version_file(version_file)
-    gpus = []
-    for row in (smi_csv or "").strip().splitlines():
-        parts = [p.strip() for p in row.split(",")]
-        if len(parts) >= 4:
-            gpus.append(
-                {"index": parts[0], "name": parts[1], "compute_capability": parts[2], "driver": parts[3]}
-            )
     errors = []
+    try:
+        gpus = gpufacts.parse_nvidia_smi(smi_stdout or "")
+    except gpufacts.FactError as exc:
+        gpus = []
+        errors.append(f"nvidia-smi printed something unexpected: {exc}")
     if not loaded["version"]:
         errors.append("/proc/driver/nvidia/version is missing: the nvidia kernel module is not loaded")
     if loaded["version"] and branch_of(loaded["version"]) != int(plan.get("branch") or 0):
         errors.append(f"driver {loaded['version']} is loaded, not branch {plan.get('branch')}")
     ccs = [parse_cc(g["compute_capability"]) for g in gpus if g["compute_capability"]]
-    if loaded["version"] and loaded["flavour"] not in allowed_flavours(ccs):
+    if loaded["version"] and ccs and loaded["flavour"] not in allowed_flavours(ccs):
         errors.append(
             f"the {loaded['flavour']} kernel module is loaded, which does not drive compute capability "
             f"{cc_text(min(ccs))} GPUs: reinstall with nvidia_driver_flavour: proprietary"
@@ -594,12 +597,15 @@ def verify_driver(
             f"nvidia-smi lists {len(gpus)} GPUs but the host has {expected_count}: the driver ignores some "
             "(check `dmesg | grep NVRM` for 'will ignore this GPU')"
         )
+    if want_persistence and any(not g["persistence_mode"] for g in gpus):
+        errors.append("persistence mode is off: check `systemctl status nvidia-persistenced`")
+    devices = [{k: v for k, v in g.items() if not k.startswith("_")} for g in gpus]
     return {
         "ok": not errors,
         "errors": errors,
         "version": loaded["version"],
         "flavour": loaded["flavour"],
-        "gpus": gpus,
+        "gpus": devices,
     }
 
 
@@ -746,6 +752,35 @@ def iface_for_ip(interfaces: Mapping[str, Any], ip: str) -> str:
     return ""
 
 
+def host_ifaces(hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Each host's interface for its cluster address.
+
+    ``hosts``: {host: {"ip": r1deploy_node_ip, "facts": that host's ansible_facts (None if unknown)}}.
+    Returns {"ifaces": {host: name or ""}, "errors": [...]}.
+    """
+    ifaces: dict[str, str] = {}
+    errors: list[str] = []
+    for host, info in sorted(hosts.items()):
+        facts = info.get("facts") or {}
+        ip = str(info.get("ip") or "")
+        if not facts.get("interfaces"):
+            errors.append(
+                f"{host}: no network facts (a --limit run without cached facts): run once without --limit, "
+                "or set nccl_socket_ifname explicitly"
+            )
+            ifaces[host] = ""
+            continue
+        if not ip:
+            errors.append(
+                f"{host}: r1deploy_node_ip is not set: set it in the inventory (docs/architecture.md)"
+            )
+            ifaces[host] = ""
+            continue
+        interfaces = {n: facts.get(n.replace("-", "_").replace(".", "_")) for n in facts["interfaces"]}
+        ifaces[host] = iface_for_ip(interfaces, ip)
+    return {"ifaces": ifaces, "errors": errors}
+
+
 def nccl_socket_ifname(host_ifaces: Mapping[str, str], requested: str) -> dict[str, Any]:
     """``NCCL_SOCKET_IFNAME`` for the cluster.
 
@@ -885,6 +920,40 @@ DEFAULT_FLOORS_GBPS: dict[str, float] = {
     "shm": 2.0,
     "gloo": 0.01,
 }
+
+
+def nccl_check_layout(gpu_counts: Mapping[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """Ranks of the all-reduce check: one process per GPU on GPU hosts, one gloo process per CPU host.
+
+    ``gpu_counts``: {host: r1deploy_gpus.count}; ``order``: hosts, the rendezvous host (Ray head) first.
+    """
+    hosts = [h for h in order if h in gpu_counts]
+    counts = {h: int(gpu_counts[h] or 0) for h in hosts}
+    errors: list[str] = []
+    with_gpu = [h for h in hosts if counts[h] > 0]
+    if with_gpu and len(with_gpu) != len(hosts):
+        errors.append(
+            "some GPU-group hosts have GPUs and some have none ("
+            + ", ".join(h for h in hosts if counts[h] == 0)
+            + "): an NCCL all-reduce needs a GPU in every process; fix the inventory or the hosts"
+        )
+    backend = "nccl" if with_gpu else "gloo"
+    layout: dict[str, dict[str, int]] = {}
+    offset = 0
+    for node_rank, h in enumerate(hosts):
+        nproc = counts[h] if backend == "nccl" else 1
+        layout[h] = {"node_rank": node_rank, "nproc": nproc, "rank_offset": offset}
+        offset += nproc
+    if offset < 2 and not errors:
+        errors.append("the check needs at least two processes (two GPUs, or two CPU-only hosts)")
+    return {
+        "backend": backend,
+        "nnodes": len(hosts),
+        "world_size": offset,
+        "master": hosts[0] if hosts else "",
+        "hosts": layout,
+        "errors": errors,
+    }
 
 
 def parse_nccl_transports(log: str) -> dict[str, Any]:

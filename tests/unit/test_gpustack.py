@@ -313,18 +313,26 @@ def test_parse_driver_version_file() -> None:
 
 
 def test_verify_accepts_open_on_hopper_and_refuses_it_on_volta() -> None:
-    h200 = "0, NVIDIA H200, 9.0, 580.159.04\n"
-    ok = gs.verify_driver(h200, OPEN_VERSION, {"branch": "580"}, 1)
+    h200 = "0, NVIDIA H200, 9.0, 143771, 580.159.04, Enabled, 00000000:00:06.0\n"
+    ok = gs.verify_driver(h200, OPEN_VERSION, {"branch": "580"}, 1, want_persistence=True)
     assert ok["ok"], ok["errors"]
-    v100 = "0, Tesla V100-SXM2-32GB, 7.0, 580.173.02\n"
+    v100 = "0, Tesla V100-SXM2-32GB, 7.0, 32768, 580.173.02, Enabled, 00000000:06:00.0\n"
     bad = gs.verify_driver(v100, OPEN_VERSION, {"branch": "580"}, 1)
     assert not bad["ok"] and "open kernel module is loaded" in bad["errors"][0]
 
 
 def test_verify_notices_ignored_gpus_and_missing_module() -> None:
-    one = "0, Tesla V100-SXM2-32GB, 7.0, 580.173.02\n"
+    one = "0, Tesla V100-SXM2-32GB, 7.0, 32768, 580.173.02, Disabled, 00000000:06:00.0\n"
     res = gs.verify_driver(one, PROPRIETARY_VERSION, {"branch": "580"}, 8)
-    assert not res["ok"] and "lists 1 GPUs but the host has 8" in res["errors"][0]
+    assert not res["ok"] and res["errors"] == [
+        "nvidia-smi lists 1 GPUs but the host has 8: the driver ignores some "
+        "(check `dmesg | grep NVRM` for 'will ignore this GPU')"
+    ]
+    off = gs.verify_driver(one, PROPRIETARY_VERSION, {"branch": "580"}, 1, want_persistence=True)
+    assert off["errors"] == ["persistence mode is off: check `systemctl status nvidia-persistenced`"]
+    assert gs.verify_driver(one, PROPRIETARY_VERSION, {"branch": "535"}, 1)["errors"] == [
+        "driver 580.173.02 is loaded, not branch 535"
+    ]
     gone = gs.verify_driver("", "", {"branch": "580"}, 8)
     assert "not loaded" in gone["errors"][0]
 
@@ -413,6 +421,20 @@ def test_iface_for_ip() -> None:
     assert gs.iface_for_ip(IFACES, "10.0.0.11") == "eth1"
     assert gs.iface_for_ip(IFACES, "10.0.0.99") == "eth1"
     assert gs.iface_for_ip(IFACES, "10.9.9.9") == ""
+
+
+def test_host_ifaces_from_facts() -> None:
+    facts = {"interfaces": ["lo", "eth0", "eth1"], **IFACES}
+    res = gs.host_ifaces(
+        {"gpu01": {"ip": "10.0.0.11", "facts": facts}, "gpu02": {"ip": "10.0.0.12", "facts": None}}
+    )
+    assert res["ifaces"] == {"gpu01": "eth1", "gpu02": ""}
+    assert res["errors"] == [
+        "gpu02: no network facts (a --limit run without cached facts): run once without --limit, "
+        "or set nccl_socket_ifname explicitly"
+    ]
+    bridge = {"interfaces": ["br-1a2b"], "br_1a2b": {"device": "br-1a2b", "ipv4": {"address": "172.30.0.2"}}}
+    assert gs.host_ifaces({"h": {"ip": "172.30.0.2", "facts": bridge}})["ifaces"] == {"h": "br-1a2b"}
 
 
 def test_socket_ifname_is_the_same_on_every_host() -> None:
@@ -515,3 +537,14 @@ def test_single_node_links() -> None:
 def test_format_results() -> None:
     lines = gs.format_results(ROWS)
     assert lines[1].split() == ["1", "MiB", "900.0", "1.100", "2.000"]
+
+
+def test_check_layout_one_process_per_gpu_head_first() -> None:
+    lay = gs.nccl_check_layout({"gpu02": 8, "gpu01": 8, "gpu03": 4}, ["gpu01", "gpu02", "gpu03"])
+    assert lay["backend"] == "nccl" and lay["world_size"] == 20 and lay["master"] == "gpu01"
+    assert lay["hosts"]["gpu03"] == {"node_rank": 2, "nproc": 4, "rank_offset": 16}
+    cpu = gs.nccl_check_layout({"head": 0, "worker": 0}, ["head", "worker"])
+    assert cpu["backend"] == "gloo" and cpu["world_size"] == 2 and cpu["errors"] == []
+    mixed = gs.nccl_check_layout({"head": 8, "worker": 0}, ["head", "worker"])
+    assert "some GPU-group hosts have GPUs and some have none (worker)" in mixed["errors"][0]
+    assert gs.nccl_check_layout({"solo": 1}, ["solo"])["errors"]
