@@ -1,0 +1,102 @@
+"""``r1deploy smoke -i INVENTORY``: one real chat completion directly and through nginx, with timings."""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from r1deploy.commands.run import add_inventory_option, add_json_option, print_json, refuse
+from r1deploy.events import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from r1deploy.runner import BadInput, resolve_inventory
+from r1deploy.smoke import run_smoke
+from r1deploy.status import StatusError, endpoints
+
+
+def _context(args: argparse.Namespace, pem: str) -> ssl.SSLContext:
+    if args.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if args.cafile:
+        return ssl.create_default_context(cafile=args.cafile)
+    if pem:
+        # Exactly the certificate nginx serves, read from the frontend over Ansible's SSH channel.
+        return ssl.create_default_context(cadata=pem)
+    return ssl.create_default_context()
+
+
+def render(doc: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"smoke test: {doc['model']!r}, prompt {doc['prompt']!r}", title_justify="left")
+    for column in ("path", "url", "result", "sign-in", "first token", "total", "tokens", "answer"):
+        table.add_column(column)
+    for name, probe in doc["probes"].items():
+        result = Text("ok", "bold green") if probe["ok"] else Text(f"FAILED: {probe['error']}", "bold red")
+        answer = probe["answer"] or (f"(reasoning) {probe['reasoning']}" if probe["reasoning"] else "")
+        table.add_row(
+            name,
+            probe["url"],
+            result,
+            f"{probe['signin_s']:.2f}s" if probe["signin_s"] is not None else "",
+            f"{probe['ttft_s']:.2f}s" if probe["ttft_s"] is not None else "",
+            f"{probe['total_s']:.2f}s" if probe["total_s"] is not None else "",
+            str(probe["output_tokens"] or ""),
+            answer[:80],
+        )
+    console.print(table)
+    if doc.get("chat_url"):
+        console.print(Text.assemble(("chat page: ", "bold"), (doc["chat_url"], "bold cyan")))
+
+
+def _handle(args: argparse.Namespace) -> int:
+    try:
+        inventory = resolve_inventory(args.inventory)
+        ep = endpoints(inventory, fetch_cert=not (args.insecure or args.cafile))
+    except (BadInput, StatusError) as exc:
+        return refuse(args, "smoke", str(exc))
+    try:
+        doc = run_smoke(
+            ep,
+            email=ep.webui_admin_email,
+            nginx_v1=ep.nginx_vllm_route,
+            context=_context(args, ep.tls_cert_pem),
+            max_tokens=args.max_tokens,
+            timeout=args.timeout,
+        )
+    except FileNotFoundError as exc:
+        return refuse(args, "smoke", str(exc))
+    reached = [p for p in doc["probes"].values() if p["status"] is not None]
+    code = EXIT_OK if doc["ok"] else (EXIT_FAILED if reached else EXIT_UNREACHABLE)
+    doc["exit_code"] = code
+    doc["endpoints"] = ep.as_dict()
+    if args.json:
+        print_json(doc)
+    else:
+        render(doc, Console())
+    if not doc["ok"] and not args.json:
+        print("smoke test FAILED", file=sys.stderr)
+    return code
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "smoke",
+        help="one real chat completion directly against vLLM and through nginx (Open WebUI), timed",
+        description="Direct: vLLM's /v1/chat/completions with the API key. Through nginx: sign in to Open "
+        "WebUI as the admin and stream /api/chat/completions, as the chat page does; also /v1/ through nginx "
+        "when that route is enabled. TLS is verified against the certificate nginx serves (read from the "
+        "frontend), unless --cafile or --insecure. Exit 0 ok, 1 a wrong/failed answer, 3 nothing reachable.",
+    )
+    add_inventory_option(parser)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    parser.add_argument("--cafile", help="CA bundle to verify the chat page's certificate")
+    parser.add_argument("--insecure", action="store_true", help="do not verify the chat page's certificate")
+    add_json_option(parser)
+    parser.set_defaults(func=_handle)
