@@ -53,6 +53,10 @@ def start(argv: Sequence[str], pidfile: Path, logfile: Path, env: dict[str, str]
             close_fds=True,
         )
     pidfile.write_text(f"{proc.pid}\n")
+    # /proc/PID/cmdline can read empty for a moment after exec; callers check it right away.
+    deadline = time.monotonic() + 2
+    while not cmdline(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     return proc.pid
 
 
