@@ -120,6 +120,7 @@ def test_down_deletes_the_generated_files_but_keeps_role_secrets_and_other_labs(
     outside = root / "notes.txt"
     outside.write_text("x")
     # A manifest that (wrongly) names a path outside the inventory must not make down delete it.
+    lab.state.mkdir(parents=True)
     lab.manifest.write_text(json.dumps([str(p) for p in generated] + [str(outside)]))
 
     lab.down()
@@ -129,7 +130,7 @@ def test_down_deletes_the_generated_files_but_keeps_role_secrets_and_other_labs(
     assert other.exists() and outside.exists()
     assert not (inv / "group_vars").exists()  # emptied folders go, the one holding a secret stays
     assert (inv / "credentials").is_dir()
-    assert not lab.state.exists() or not any(lab.state.iterdir())
+    assert not lab.state.exists()
 
 
 def test_down_stops_only_mirror_processes_it_started(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,4 +154,6 @@ def test_firewall_rules_of_other_labs_are_left_alone() -> None:
     )
     rules = netfilter.own_rules(listing, "lab")
     assert [r[1] for r in rules] == ["br-1", "br-3"]
+    # The spec handed to `iptables -D` must match the rule as inserted (no quote characters).
+    assert rules[0] == netfilter.rule("br-1", "eth0", "lab")
     assert netfilter.rule("br-1", "eth0", "lab")[-2:] == ["-j", "DROP"]

@@ -160,6 +160,7 @@ class Lab:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        self.state.mkdir(parents=True, exist_ok=True)
         with open(self.state / "lock", "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield

@@ -45,10 +45,11 @@ def own_rules(listing: str, lab: str) -> list[list[str]]:
     """Rules in an ``iptables -S CHAIN`` listing whose comment is exactly this lab's."""
     found = []
     for line in listing.splitlines():
-        tokens = line.split()
+        # iptables-nft prints comments in quotes; `-D` needs the bare value back.
+        tokens = [tok.strip('"') for tok in line.split()]
         if len(tokens) > 2 and tokens[0] == "-A" and tokens[1] == CHAIN:
             for i, tok in enumerate(tokens[:-1]):
-                if tok == "--comment" and tokens[i + 1].strip('"') == comment(lab):
+                if tok == "--comment" and tokens[i + 1] == comment(lab):
                     found.append(tokens[2:])
     return found
 

@@ -64,6 +64,5 @@ def cache_dir() -> Path:
 
 
 def lab_state_dir(name: str) -> Path:
-    path = state_dir() / "labs" / validate_name(name)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """One lab's pidfiles, logs, mirror config (created by ``up``; removed by ``down``)."""
+    return state_dir() / "labs" / validate_name(name)
