@@ -22,9 +22,14 @@ STAT_KEYS = ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ig
 # playbook_on_stats names some counters differently from the recap line.
 _STATS_EVENT_KEYS = {"failed": "failures", "unreachable": "dark"}
 
-# Failures in these playbooks are rejections of the user's input (inventory shape, typed variables,
-# the plan): exit code 2, not 1. Matched against the file part of a task's ``task_path``.
-INPUT_CHECK_PLAYBOOKS = ("playbooks/boilerplate.yml",)
+# Failures in these files are rejections of the user's input (inventory shape, typed variables, the
+# plan against the inventory or against the hosts' GPUs): exit code 2, not 1. Matched against the file
+# part of a task's ``task_path``: the boilerplate play and the preflight role's refusal steps.
+INPUT_CHECK_PLAYBOOKS = (
+    "playbooks/boilerplate.yml",
+    "roles/preflight/tasks/inventory.yml",
+    "roles/preflight/tasks/check.yml",
+)
 
 STDERR_TAIL_LINES = 15
 
@@ -144,6 +149,8 @@ def _message(res: dict[str, Any]) -> str:
     if "censored" in res:
         return str(res["censored"])
     msg = res.get("msg") or res.get("message") or res.get("reason")
+    if isinstance(msg, list):  # assert's fail_msg may be a list of lines
+        msg = "\n".join(str(line) for line in msg)
     parts: list[str] = [str(msg)] if msg else []
     results = res.get("results")
     if isinstance(results, list):

@@ -175,5 +175,13 @@ def test_no_log_results_stay_censored() -> None:
     assert "censored" in task["event_data"]["res"]
 
 
+def test_list_messages_become_lines() -> None:
+    from r1deploy.events import _message
+
+    assert _message({"msg": ["found 2 problems:", "TP 3 does not divide 8 heads"]}) == (
+        "found 2 problems:\nTP 3 does not divide 8 heads"
+    )
+
+
 def test_strip_ansi() -> None:
     assert strip_ansi("\x1b[0;31mfatal\x1b[0m\r\nnext") == "fatal\nnext"
