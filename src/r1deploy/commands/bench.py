@@ -7,20 +7,20 @@ inventory's credentials with ``--inventory``; never from a flag value (it would 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from r1deploy.bench import BenchConfig, BenchError, BenchResult, plot, read_api_key, run_bench
 from r1deploy.commands.run import add_json_option, print_json, refuse
 from r1deploy.events import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from r1deploy.runner import BadInput, resolve_inventory
-from r1deploy.status import StatusError, endpoints
+
+if TYPE_CHECKING:  # asyncio and ssl are imported only when a benchmark runs (every CLI start pays imports)
+    from r1deploy.bench import BenchConfig
 
 
 def render(summary: dict[str, Any], console: Console) -> None:
@@ -57,6 +57,9 @@ def render(summary: dict[str, Any], console: Console) -> None:
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
+    from r1deploy.bench import BenchConfig, read_api_key
+    from r1deploy.status import StatusError, endpoints
+
     url, model, key = args.url, args.model, None
     if args.inventory:
         try:
@@ -96,6 +99,10 @@ def _config(args: argparse.Namespace) -> BenchConfig:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from r1deploy.bench import BenchError, plot, run_bench
+
     try:
         config = _config(args)
         if config.concurrency < 1 or config.requests < 1 or config.prompt_tokens < 1 or config.max_tokens < 1:
@@ -107,7 +114,7 @@ def _handle(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"benchmarking {config.model} at {config.url} ...", file=sys.stderr)
     try:
-        result: BenchResult = asyncio.run(run_bench(config))
+        result = asyncio.run(run_bench(config))
     except BenchError as exc:
         message = str(exc)
         print(f"r1deploy bench: {message}", file=sys.stderr)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import ssl
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -14,11 +13,14 @@ from rich.text import Text
 from r1deploy.commands.run import add_inventory_option, add_json_option, print_json, refuse
 from r1deploy.events import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from r1deploy.runner import BadInput, resolve_inventory
-from r1deploy.smoke import run_smoke
-from r1deploy.status import StatusError, endpoints
+
+if TYPE_CHECKING:
+    import ssl
 
 
 def _context(args: argparse.Namespace, pem: str) -> ssl.SSLContext:
+    import ssl
+
     if args.insecure:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -55,6 +57,9 @@ def render(doc: dict[str, Any], console: Console) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from r1deploy.smoke import run_smoke
+    from r1deploy.status import StatusError, endpoints
+
     try:
         inventory = resolve_inventory(args.inventory)
         ep = endpoints(inventory, fetch_cert=not (args.insecure or args.cafile))
