@@ -68,7 +68,7 @@ def test_refused_input_check_exits_2(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_syntax_error_exits_2_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
-    code, doc = run_json(capsys, "run", str(PLAYBOOKS / "syntax_error.yml"), "-i", str(INVENTORY))
+    code, doc = run_json(capsys, "run", str(PLAYBOOKS / "syntax_error.broken"), "-i", str(INVENTORY))
     assert code == 2
     assert any("YAML" in e for e in doc["errors"])
 
