@@ -36,7 +36,7 @@ def authorize(docker: Docker, container: str, public_key: str) -> None:
     docker.run(["exec", "-i", container, "sh", "-c", script], input=public_key)
 
 
-def wait_for_host_keys(docker: Docker, container: str, wait_s: float = 60) -> list[str]:
+def wait_for_host_keys(docker: Docker, container: str, wait_s: float = 180) -> list[str]:
     """Public host keys of ``container`` once sshd is up (the keys are made on first boot)."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
