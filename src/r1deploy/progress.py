@@ -50,7 +50,7 @@ def task_position(state: RunState, expected: int | None) -> str:
 
 def failure_lines(failure: Failure) -> list[str]:
     kind = "UNREACHABLE" if failure.unreachable else "FAILED"
-    lines = [f"{kind}: {failure.host} | {failure.task}" + (f"  ({failure.path})" if failure.path else "")]
+    lines = [f"{kind}: {failure.host} | {failure.task}"]
     for line in failure.message.splitlines() or [""]:
         lines.append(f"    {line}")
     if failure.rc is not None:
@@ -58,6 +58,8 @@ def failure_lines(failure: Failure) -> list[str]:
     if failure.stderr_tail:
         lines.append("    last stderr lines:")
         lines.extend(f"      {line}" for line in failure.stderr_tail)
+    if failure.path:
+        lines.append(f"    task at {failure.path}")
     return lines
 
 

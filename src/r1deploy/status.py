@@ -149,16 +149,25 @@ def _truthy(value: Any) -> bool:
 # ---- parsing what the status playbook gathered --------------------------------------------------------
 
 
-def parse_nvidia_smi(text: str) -> list[dict[str, Any]]:
-    """``index, name, memory.total [MiB], driver_version`` CSV lines (noheader, nounits)."""
-    gpus = []
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 4 or not parts[0].isdigit():
-            continue
-        memory = int(float(parts[2])) if re.fullmatch(r"[\d.]+", parts[2]) else None
-        gpus.append({"index": int(parts[0]), "name": parts[1], "memory_mib": memory, "driver": parts[3]})
-    return gpus
+def parse_gpus(text: str, fields: str = "current") -> list[dict[str, Any]]:
+    """nvidia-smi's CSV as the status playbook queries it, parsed by the GPU fact's own parser."""
+    from r1deploy.gpufacts import QUERY_FIELDS, QUERY_FIELDS_OLD, FactError, parse_nvidia_smi
+
+    try:
+        devices = parse_nvidia_smi(text, QUERY_FIELDS_OLD if fields == "old" else QUERY_FIELDS)
+    except FactError:
+        return []
+    return [
+        {
+            "index": d["index"],
+            "name": d["name"],
+            "compute_capability": d["compute_capability"],
+            "memory_mib": d["memory_mib"],
+            "driver": d["_driver_version"],
+            "persistence_mode": d["persistence_mode"],
+        }
+        for d in devices
+    ]
 
 
 def parse_units(text: str) -> dict[str, dict[str, Any]]:
@@ -184,33 +193,32 @@ _RAY_RESOURCE = re.compile(r"^\s*([\d.]+)\s*/\s*([\d.]+)\s+(CPU|GPU)\b", re.MULT
 
 
 def parse_ray_status(text: str) -> dict[str, Any]:
-    """Active/pending nodes and CPU/GPU usage from ``ray status`` text."""
+    """Alive (active + idle) and pending nodes, CPU/GPU usage from ``ray status`` text.
+
+    Ray lists alive nodes under "Active:" and, with the v2 autoscaler's formatter, idle ones under
+    "Idle:", one ``<count> <node type or id>`` line each; resources as ``used/total NAME`` lines.
+    """
     section = ""
-    active: list[str] = []
-    pending: list[str] = []
+    alive = 0
+    pending = 0
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped in ("Active:", "Pending:", "Recent failures:"):
+        if stripped.endswith(":") and not stripped.startswith("("):
             section = stripped
             continue
-        if not stripped or stripped.startswith(("-", "=", "(no ")) or stripped.endswith(":"):
-            if stripped.endswith(":") or stripped.startswith("="):
-                section = ""
+        if not stripped or stripped.startswith(("(", "-", "=")):
             continue
-        if section == "Active:":
-            active.append(stripped)
+        if section in ("Active:", "Idle:"):
+            match = re.match(r"^(\d+)\s+\S+", stripped)
+            alive += int(match.group(1)) if match else 1
         elif section == "Pending:":
-            pending.append(stripped)
+            pending += 1
     resources: dict[str, dict[str, float]] = {}
     for used, total, kind in _RAY_RESOURCE.findall(text):
         resources.setdefault(kind, {"used": float(used), "total": float(total)})
-    nodes = 0
-    for line in active:
-        match = re.match(r"^(\d+)\s+node_", line)
-        nodes += int(match.group(1)) if match else 1
     return {
-        "nodes_active": nodes,
-        "nodes_pending": len(pending),
+        "nodes_active": alive,
+        "nodes_pending": pending,
         "gpus_total": resources.get("GPU", {}).get("total", 0.0),
         "gpus_used": resources.get("GPU", {}).get("used", 0.0),
         "cpus_total": resources.get("CPU", {}).get("total", 0.0),
@@ -233,7 +241,7 @@ def build_status(result: RunResult, events: list[dict[str, Any]]) -> dict[str, A
             hosts[name] = {"reachable": name not in unreachable, "gathered": False}
             continue
         gpus = (
-            parse_nvidia_smi(str(facts.get("nvidia_smi", "")))
+            parse_gpus(str(facts.get("nvidia_smi", "")), str(facts.get("nvidia_smi_fields", "current")))
             if str(facts.get("nvidia_smi_rc")) == "0"
             else []
         )
