@@ -216,12 +216,14 @@ class BenchConfig:
     timeout_s: float = 600.0
     insecure: bool = False
     cafile: str | None = None
+    cadata: str | None = None  # a PEM to trust (the certificate nginx serves, read by `endpoints`)
     seed: int = 0
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("api_key")
         data["api_key_set"] = bool(self.api_key)
+        data["cadata"] = bool(self.cadata)
         return data
 
 
@@ -298,7 +300,7 @@ def parse_url(url: str) -> Endpoint:
 
 
 def ssl_context(config: BenchConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=config.cafile)
+    context = ssl.create_default_context(cafile=config.cafile, cadata=config.cadata)
     if config.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

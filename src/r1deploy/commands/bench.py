@@ -60,12 +60,22 @@ def _config(args: argparse.Namespace) -> BenchConfig:
     from r1deploy.bench import BenchConfig, read_api_key
     from r1deploy.status import StatusError, endpoints
 
-    url, model, key = args.url, args.model, None
+    url, model, key, cadata = args.url, args.model, None, None
+    if args.via != "vllm" and not args.inventory:
+        raise BadInput("--via nginx needs --inventory (the chat page's address and certificate come from it)")
     if args.inventory:
+        via_nginx = args.via == "nginx"
         try:
-            ep = endpoints(resolve_inventory(args.inventory))
+            ep = endpoints(resolve_inventory(args.inventory), fetch_cert=via_nginx and not args.insecure)
         except StatusError as exc:
             raise BadInput(str(exc)) from exc
+        if via_nginx:
+            if not ep.public_url or not ep.nginx_vllm_route:
+                raise BadInput(
+                    "nginx has no /v1/ route to vLLM in this inventory (nginx_vllm_route_enabled: false)"
+                )
+            url = url or f"{ep.public_url}/v1"
+            cadata = ep.tls_cert_pem or None
         url = url or ep.vllm_url
         model = model or ep.model
         if not args.api_key_file:
@@ -94,6 +104,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         timeout_s=args.timeout,
         insecure=args.insecure,
         cafile=args.cafile,
+        cadata=cadata if not args.cafile else None,
         seed=args.seed,
     )
 
@@ -157,6 +168,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--url", help="API base, e.g. http://10.0.0.11:8000/v1 (default: from --inventory)")
     parser.add_argument("--model", help="served model name (default: from --inventory)")
     parser.add_argument("-i", "--inventory", help="take URL, model and API key from this deployed inventory")
+    parser.add_argument(
+        "--via",
+        choices=("vllm", "nginx"),
+        default="vllm",
+        help="with --inventory: vLLM on the head (default), or nginx's /v1/ route over https",
+    )
     parser.add_argument(
         "--api-key-file", help="file with the API key (or a VLLM_API_KEY= line); else $R1DEPLOY_API_KEY"
     )
