@@ -138,9 +138,23 @@ def known_variables(root: Path = REPO) -> dict[str, str]:
                 t = _literal_type(v)
                 if not known.get(str(k)):
                     known[str(k)] = t
-    arch = root / "docs" / "architecture.md"
-    if arch.is_file():
-        for name in re.findall(r"`(r1deploy_[a-z0-9_]+)`", arch.read_text(encoding="utf-8")):
+    # Names the project reads or documents: what roles, playbooks, docs and the lab's inventory vars
+    # mention (a default like "{{ r1deploy_model_path | default('') }}" makes r1deploy_model_path known).
+    word = re.compile(r"\b((?:" + "|".join(map(re.escape, variable_prefixes(root))) + r")[a-z0-9_]+)\b")
+    sources = [
+        *root.glob("roles/**/*.yml"),
+        *root.glob("roles/**/*.j2"),
+        *root.glob("roles/**/*.md"),
+        *root.glob("playbooks/**/*.yml"),
+        *root.glob("docs/**/*.md"),
+        *root.glob("src/r1deploy/lab/inventory_vars/*.yml"),
+    ]
+    for path in sources:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        for name in word.findall(text):
             known.setdefault(name, "")
     known.setdefault("r1deploy_node_ip", "str")
     return known

@@ -479,6 +479,20 @@ def parse_ip_addr(text: str) -> dict[str, list[str]]:
     return out
 
 
+def parse_df(text: str) -> list[dict[str, Any]]:
+    """Lines "<path> <mount point> <size bytes> <available bytes>" (df -P -B1 per path) -> mounts."""
+    mounts: dict[str, dict[str, Any]] = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
+            mounts[parts[1]] = {
+                "mount": parts[1],
+                "size_total": int(parts[2]),
+                "size_available": int(parts[3]),
+            }
+    return list(mounts.values())
+
+
 def busy_ports(listeners: list[dict[str, Any]], required: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Required ports held by a process that is not one of r1deploy's own services."""
     busy = []
@@ -758,6 +772,8 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
                         "use the interface of the cluster network",
                     )
                 )
+        if hv.get("df_output"):
+            hv = {**hv, "mounts": parse_df(hv["df_output"]) + list(hv.get("mounts") or [])}
         min_shm = int(hv.get("min_shm_mib") or 0)
         shm = hv.get("shm_bytes")
         if shm is None:
@@ -772,8 +788,8 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
                     h,
                     f"/dev/shm is {int(shm) // mem.MIB} MiB, below {min_shm} "
                     "MiB (NCCL and vLLM's workers exchange data through it)",
-                    "ansible_mounts[/dev/shm]",
-                    "enlarge /dev/shm (tmpfs size=) or lower preflight_min_shm_mib",
+                    "df /dev/shm",
+                    "enlarge /dev/shm (tmpfs size=, docker --shm-size) or lower preflight_min_shm_mib(_cpu)",
                 )
             )
         skew = hv.get("clock_skew_s")
@@ -832,8 +848,12 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
             by_mount: dict[str, int] = {}
             for path, n in need.items():
                 m = _mount_for(path, mounts)
-                if m is not None:
+                if m is not None and m.get("size_available") is not None:
                     by_mount[str(m["mount"])] = by_mount.get(str(m["mount"]), 0) + n
+                else:
+                    findings.append(
+                        _f("warning", "disk-unknown", h, f"free space at {path} could not be measured")
+                    )
             for mp, n in sorted(by_mount.items()):
                 free = int(next(m for m in mounts if str(m["mount"]) == mp).get("size_available") or 0)
                 if free < n:
@@ -844,7 +864,7 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
                             h,
                             f"{mp} has {free / mem.GIB:.1f} GiB free, the model and "
                             f"venv need {n / mem.GIB:.1f} GiB",
-                            f"ansible_mounts[{mp}]",
+                            f"df {mp}",
                             "free space there or point model_root/vllm_runtime_venv elsewhere",
                         )
                     )
