@@ -99,3 +99,42 @@ def test_cpu_plan_needs_no_gpu() -> None:
     assert r.returncode == 0, r.stdout
     plan = json.loads(r.stdout)
     assert plan["distributed_executor_backend"] == "mp" and plan["gpus_used"] == 0
+
+
+def test_plan_from_a_gpu_fact_file_with_only_the_standard_library(tmp_path: Path) -> None:
+    """What the GPU-machine run does: the fact from nvidia-smi output, then a plan from that fact,
+    with a bare interpreter (no Ansible, no CLI dependencies)."""
+    fixture = REPO / "tests" / "fixtures" / "nvidia-smi" / "h200-x1.csv"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "src")}
+    facts = subprocess.run(
+        [sys.executable, "-S", "-m", "r1deploy.gpufacts", "--nvidia-smi-output", str(fixture)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    (tmp_path / "facts.json").write_text(facts.stdout)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-m",
+            "r1deploy.planner",
+            "--model",
+            "DeepSeek-R1-Distill-Qwen-32B",
+            "--gpu-facts",
+            str(tmp_path / "facts.json"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["gpu"]["name"] == "h200" and plan["gpu"]["memory_mib"] == 143771
+    assert plan["dtype"] == "bfloat16" and plan["distributed_executor_backend"] == "uni"
+    assert "--attention-backend" not in plan["vllm_args"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from r1deploy.planner import (
@@ -15,6 +16,7 @@ from r1deploy.planner import (
     known_gpu_names,
     known_model_names,
     make_plan,
+    match_smi_name,
 )
 
 EXIT_OK = 0
@@ -89,11 +91,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--kv-cache-memory-bytes", help="fixed KV cache size per GPU/CPU worker, e.g. 256M (vLLM flag)"
     )
+    p.add_argument(
+        "--gpu-facts",
+        metavar="FILE",
+        help="take GPU, compute capability, memory and GPUs per node from a fact file "
+        "(python -m r1deploy.gpufacts output or /etc/ansible/facts.d/r1deploy_gpus.fact)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run, _parser=p)
 
 
+def _apply_facts(args: argparse.Namespace) -> None:
+    try:
+        data = json.loads(Path(args.gpu_facts).read_text())
+    except (OSError, ValueError) as exc:
+        args._parser.error(f"--gpu-facts {args.gpu_facts}: {exc}")
+    fact = data.get("r1deploy_gpus", data) if isinstance(data, dict) else {}
+    devices = fact.get("devices") or []
+    if not devices:
+        args._parser.error(
+            f"--gpu-facts {args.gpu_facts}: no GPU in the fact (source {fact.get('source')!r})"
+        )
+    first = devices[0]
+    known = match_smi_name(str(first.get("name", "")))
+    args.gpu = args.gpu or (known.name if known else None)
+    args.compute_capability = args.compute_capability or first.get("compute_capability") or None
+    mems = [int(d["memory_mib"]) for d in devices if d.get("memory_mib")]
+    args.gpu_memory_mib = args.gpu_memory_mib or (min(mems) if mems else None)
+    args.gpus_per_node = args.gpus_per_node or len(devices)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.gpu_facts:
+        _apply_facts(args)
     if args.device == "gpu" and args.gpus_per_node is None:
         args._parser.error("--gpus-per-node is required for a GPU plan")
     req = PlanRequest(
