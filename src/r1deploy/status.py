@@ -249,7 +249,9 @@ def build_status(result: RunResult, events: list[dict[str, Any]]) -> dict[str, A
         driver = gpus[0]["driver"] if gpus else ((fact.get("driver") or {}).get("version") or "")
         units = parse_units(str(facts.get("units", "")))
         for unit, info in units.items():
-            if not info["active"]:
+            if not info["loaded"]:
+                problems.append(f"{name}: {unit} is not installed")
+            elif not info["active"]:
                 problems.append(f"{name}: {unit} is {info['state']}")
         hosts[name] = {
             "reachable": True,
@@ -286,7 +288,7 @@ def build_status(result: RunResult, events: list[dict[str, Any]]) -> dict[str, A
             "max_model_len": _int_or_none(facts.get("max_model_len")),
         }
         if not healthy:
-            problems.append(f"vllm: {vllm['url']}/../health: {vllm['health_error'] or 'not healthy'}")
+            problems.append(f"vllm: {facts.get('health_url')}: {vllm['health_error'] or 'not healthy'}")
         elif not vllm["model_served"]:
             problems.append(f"vllm: model {served!r} not served (server lists {models})")
         cluster = {"head": head, "ray": ray, "vllm": vllm}

@@ -68,44 +68,29 @@ def test_units_from_systemctl_show() -> None:
     assert units["open-webui.service"]["loaded"] is False
 
 
-RAY_V2 = """======== Autoscaler status: 2026-11-29 19:45:02.123456 ========
-Node status
----------------------------------------------------------------
-Active:
- (no active nodes)
-Idle:
- 1 node_6e0e1f53e5e1f7f1d4e6a3c8c7a2b1b0e9f8d7c6b5a4f3e2d1c0b9a8
- 1 node_0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1
-Pending:
- (no pending nodes)
-Recent failures:
- (no failures)
-
-Resources
----------------------------------------------------------------
-Total Usage:
- 0.0/4.0 CPU
- 0.0/16.0 GPU
- 0B/6.52GiB memory
- 0B/2.79GiB object_store_memory
-
-Total Constraints:
- (no request_resources() constraints)
-Total Demands:
- (no resource demands)
-"""
+# `ray status` of Ray 2.60 on a two-node CPU lab cluster, recorded by the status playbook.
+RAY_LAB = (REPO / "tests" / "fixtures" / "runner-events" / "ray-status-2.60-lab.txt").read_text()
 
 
-def test_ray_status_counts_idle_and_active_nodes() -> None:
-    assert parse_ray_status(RAY_V2) == {
+def test_ray_status_from_a_recorded_cluster() -> None:
+    assert parse_ray_status(RAY_LAB) == {
         "nodes_active": 2,
         "nodes_pending": 0,
-        "gpus_total": 16.0,
+        "gpus_total": 0.0,
         "gpus_used": 0.0,
         "cpus_total": 4.0,
     }
-    legacy = RAY_V2.replace("Active:\n (no active nodes)\nIdle:\n", "Active:\n").replace(
-        "Pending:\n (no pending nodes)", "Pending:\n 10.0.0.13: worker, launching"
-    )
-    parsed = parse_ray_status(legacy)
-    assert parsed["nodes_active"] == 2 and parsed["nodes_pending"] == 1
+
+
+def test_ray_status_with_gpus_idle_nodes_and_pending_ones() -> None:
+    # The same report for a GPU cluster: Ray adds a GPU line; the v2 formatter lists idle nodes apart.
+    text = RAY_LAB.replace(" 0.0/4.0 CPU\n", " 2.0/4.0 CPU\n 8.0/16.0 GPU\n")
+    text = text.replace("Active:\n", "Active:\n (no active nodes)\nIdle:\n")
+    text = text.replace(" (no pending nodes)", " 10.0.0.13: worker, launching")
+    assert parse_ray_status(text) == {
+        "nodes_active": 2,
+        "nodes_pending": 1,
+        "gpus_total": 16.0,
+        "gpus_used": 8.0,
+        "cpus_total": 4.0,
+    }

@@ -22,7 +22,8 @@ def _units_text(units: dict[str, Any]) -> Text:
         if i:
             text.append("  ")
         text.append(unit.removesuffix(".service") + " ", style="")
-        text.append(info["state"], style="green" if info["active"] else "bold red")
+        state = info["state"] if info["loaded"] else "not installed"
+        text.append(state, style="green" if info["active"] else "bold red")
     return text
 
 
@@ -46,7 +47,11 @@ def render(doc: dict[str, Any], console: Console) -> None:
     console.print(table)
     cluster = doc.get("cluster") or {}
     ray = cluster.get("ray") or {}
-    if ray:
+    if ray and not ray.get("ok"):
+        console.print(
+            Text.assemble(("ray    ", "bold"), ("`ray status` failed", "bold red"), f": {ray['error']}")
+        )
+    elif ray:
         style = "green" if ray.get("ok") else "bold red"
         console.print(
             Text.assemble(
