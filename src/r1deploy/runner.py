@@ -266,6 +266,7 @@ def execute(
 ) -> RunResult:
     """Run the request's playbooks; return the exit code, the summary and the final state."""
     import ansible_runner  # imported late: ~0.2 s that `--help` and `runs` need not pay
+    from ansible_runner.exceptions import ConfigurationError
 
     root = root or project_dir()
     view = view or QuietView()
@@ -349,20 +350,26 @@ def execute(
     try:
         (private / "args").write_text(shlex.join(argv))
         os.chmod(private / "args", 0o600)
+        try:
+            thread, runner = ansible_runner.run_async(
+                private_data_dir=str(private),
+                ident=run_id,
+                project_dir=str(root),
+                envvars=runner_envvars(root),
+                event_handler=handle_event,
+                cancel_callback=cancel.is_set,
+                quiet=True,
+                # Keep ansible.cfg's fact cache: runner would point it into the temp dir.
+                fact_cache_type="none",
+                settings={"pexpect_timeout": PEXPECT_TIMEOUT_S, "suppress_output_file": True},
+            )
+        except ConfigurationError as exc:
+            if run is not None:
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise BadInput(f"ansible-runner refused the run: {exc}") from exc
         view.start(
             f"r1deploy {request.command}: {' + '.join(p.name for p in request.playbooks)}",
             previous_task_count(meta["plan_key"]) if request.record else None,
-        )
-        thread, runner = ansible_runner.run_async(
-            private_data_dir=str(private),
-            ident=run_id,
-            project_dir=str(root),
-            envvars=runner_envvars(root),
-            event_handler=handle_event,
-            cancel_callback=cancel.is_set,
-            quiet=True,
-            fact_cache_type="none",  # keep ansible.cfg's fact cache (runner would point it into the temp dir)
-            settings={"pexpect_timeout": PEXPECT_TIMEOUT_S, "suppress_output_file": True},
         )
         deadline: float | None = None
         with _sigterm_as_interrupt():
