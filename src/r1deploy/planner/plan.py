@@ -700,7 +700,7 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
             "weights_gib_per_gpu": _gib(s.weights),
             "kv_bytes_per_token_per_gpu": s.kv_per_token,
             "allowance_gib": _gib(sum(a.values())) if a else None,
-            "kv_cache_gib_per_gpu": _gib(k) if ev.memory_rule else None,
+            "kv_cache_gib_per_gpu": _gib(max(k, 0)) if ev.memory_rule else None,
         }
         for s, a, k in zip(ev.stages, ev.allowance or [{}] * len(ev.stages), ev.kv_budget, strict=True)
     ]
@@ -717,7 +717,7 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
         out["usable_gib_per_gpu"] = _gib(int(gpu_mib * mem.MIB * util)) if gpu_mib else None
     if ev.memory_rule:
         out["kv_cache_bytes_per_gpu"] = ev.kv_min
-        out["kv_cache_gib_per_gpu"] = _gib(ev.kv_min)
+        out["kv_cache_gib_per_gpu"] = _gib(max(ev.kv_min, 0))
         out["kv_cache_tokens"] = ev.kv_tokens
         out["max_full_length_sequences"] = ev.full_length_sequences
         out["max_concurrency"] = round(ev.kv_tokens / max_len, 2)
