@@ -183,3 +183,30 @@ def test_module_and_filter_on_this_gpu_less_machine(tmp_path: Path) -> None:
     text = line.split("FACT=", 1)[1].rstrip('"').replace('\\"', '"')
     fact = json.loads(text)
     assert fact["source"] == "none" and fact["count"] == 0 and fact["driver"]["flavour"] == "none"
+
+
+@pytest.mark.parametrize("csv", ["h200-x4.csv", "h200-x4-with-units.csv"])
+def test_real_capture_from_the_lent_4x_h200(csv: str) -> None:
+    """Recorded on the lent machine (nounits and with units): open kernel module, as right for Hopper."""
+    fact = gpufacts.build_fact({"nvidia_smi": smi(csv), "proc_version": fixture("h200-x4-proc-version.txt")})
+    assert fact["count"] == 4 and {d["memory_mib"] for d in fact["devices"]} == {143771}
+    assert [d["index"] for d in fact["devices"]] == [0, 1, 2, 3]
+    assert fact["driver"] == {"version": "580.159.04", "flavour": "open"}
+
+
+def test_real_h200_fact_plans_the_full_r1_on_four_gpus_as_too_small() -> None:
+    """671B FP8 (about 627 GiB of weights) cannot fit 4 x 140 GiB; the refusal names the layout."""
+    from r1deploy.planner import PlanRequest, make_plan
+
+    fact = gpufacts.build_fact({"nvidia_smi": smi("h200-x4.csv")})
+    d = fact["devices"][0]
+    p = make_plan(
+        PlanRequest(
+            model="DeepSeek-R1",
+            gpu=d["name"],
+            gpus_per_node=fact["count"],
+            compute_capability=d["compute_capability"],
+            gpu_memory_mib=d["memory_mib"],
+        )
+    )
+    assert not p["ok"] and any("GiB of weights per GPU" in e for e in p["errors"])
