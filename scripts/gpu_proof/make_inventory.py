@@ -141,8 +141,9 @@ def write_layout(name: str, out: Path, smi_lines: list[str], proc: str | None, m
         "ray_head_port": head_port,
         # The carried Ray has no dashboard dependencies (aiohttp_cors, opencensus, ...).
         "ray_head_include_dashboard": False,
+        # vllm_server_model_dir is model_root/model_name (the model role's layout).
         "model_name": model["name"],
-        "model_dir": model["dir"],
+        "model_root": model["root"],
         "r1deploy_model": model["planner_config"],
         "vllm_server_tensor_parallel_size": spec["tp"],
         "vllm_server_pipeline_parallel_size": spec["pp"],
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--proc-version", type=Path, help="captured /proc/driver/nvidia/version")
     ap.add_argument("--out", type=Path, default=REPO / ".cache" / "gpu-proof" / "inventories")
     ap.add_argument("--model-name", default="r1deploy-tiny")
-    ap.add_argument("--model-dir", default="/srv/models/r1deploy-tiny", help="model path on the GPU host")
+    ap.add_argument("--model-root", default="/srv/models", help="folder of the model on the GPU host")
     ap.add_argument(
         "--planner-config",
         type=Path,
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = args.proc_version.read_text() if args.proc_version else None
     model = {
         "name": args.model_name,
-        "dir": args.model_dir,
+        "root": args.model_root,
         "planner_config": str(args.planner_config.resolve()),
     }
     for name in args.layouts or list(LAYOUTS):
