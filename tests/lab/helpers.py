@@ -63,27 +63,32 @@ def run_playbook(inventory: Path, playbook: str, *args: str, timeout: float = 36
     )
     output = proc.stdout + proc.stderr
     recap = {
-        m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in RECAP.finditer(output)
+        m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+        for m in RECAP.finditer(output)
     }
     return PlaybookRun(proc.returncode, output, round(time.monotonic() - start, 1), recap)
 
 
 def on_host(inventory: Path, host: str, command: str, become: bool = True, timeout: float = 300) -> str:
     """Run a shell command on a lab host over SSH (Ansible's shell module); return stdout, raise on error."""
-    argv = [str(BIN / "ansible"), host, "-i", str(inventory), "-m", "ansible.builtin.shell", "-a", command, "-o"]
+    argv = [str(BIN / "ansible"), host, "-i", str(inventory), "-m", "ansible.builtin.shell", "-a", command]
     if become:
         argv.append("--become")
     env = ansible_env()
     env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
-    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.tree"
-    tree = Path(REPO / ".cache" / "adhoc" / f"{host}-{time.monotonic_ns()}")
-    env["ANSIBLE_CALLBACK_TREE_DIR"] = str(tree)
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    result_file = tree / host
-    if not result_file.is_file():
-        raise AssertionError(f"{host}: {command!r} gave no result: {proc.stdout}{proc.stderr}")
-    result = json.loads(result_file.read_text())
-    if result.get("rc", 1) != 0 or result.get("failed"):
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.json"  # not profile_tasks: stdout must be pure JSON
+    proc = subprocess.run(
+        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    try:
+        tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
+        result = tasks[0]["hosts"][host]
+    except (ValueError, KeyError, IndexError) as exc:
+        raise AssertionError(
+            f"{host}: {command!r} gave no result: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        ) from exc
+    if result.get("rc", 1) != 0 or result.get("failed") or result.get("unreachable"):
         raise AssertionError(f"{host}: {command!r} failed: {result.get('stderr') or result.get('msg')}")
     return str(result.get("stdout", ""))
 

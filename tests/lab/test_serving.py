@@ -35,7 +35,11 @@ def test_ray_cluster_has_every_gpu_node(deployed_lab) -> None:
 
 def test_model_is_identical_on_every_node(deployed_lab) -> None:
     digests = {
-        host: on_host(deployed_lab.inventory, host, "cd /srv/models/r1-tiny && sha256sum model.safetensors tokenizer.json")
+        host: on_host(
+            deployed_lab.inventory,
+            host,
+            "cd /srv/models/r1-tiny && sha256sum model.safetensors tokenizer.json",
+        )
         for host in deployed_lab.groups["gpu_nodes"]
     }
     assert len(set(digests.values())) == 1, digests
@@ -72,7 +76,9 @@ def test_api_refuses_requests_without_the_key(deployed_lab) -> None:
 def test_api_key_is_not_in_process_lists_or_units(deployed_lab) -> None:
     head = next(iter(deployed_lab.groups["ray_head"]))
     processes = on_host(deployed_lab.inventory, head, "ps -eo args")
-    units = on_host(deployed_lab.inventory, head, "cat /etc/systemd/system/vllm.service /etc/r1deploy/vllm.env")
+    units = on_host(
+        deployed_lab.inventory, head, "cat /etc/systemd/system/vllm.service /etc/r1deploy/vllm.env"
+    )
     assert deployed_lab.api_key not in processes
     assert deployed_lab.api_key not in units
     mode = on_host(deployed_lab.inventory, head, "stat -c '%a %U' /etc/r1deploy/vllm-secrets.env")
