@@ -47,9 +47,18 @@ def wait_for_host_keys(docker: Docker, container: str, wait_s: float = 180) -> l
                 return keys
         time.sleep(0.5)
     raise LabError(
-        f"sshd did not come up in {container} within {wait_s:.0f}s: "
-        f"see `docker exec {container} journalctl -u ssh -b`"
+        f"sshd did not come up in {container} within {wait_s:.0f}s:\n{_diagnose(docker, container)}\n"
+        f"see `docker exec {container} journalctl -b`"
     )
+
+
+def _diagnose(docker: Docker, container: str) -> str:
+    script = (
+        "echo system: $(systemctl is-system-running); echo ssh: $(systemctl is-active ssh); "
+        "systemctl list-jobs --no-legend | head -5; journalctl -b --no-pager -n 15"
+    )
+    result = docker.run(["exec", container, "sh", "-c", script], check=False, timeout=30)
+    return (result.stdout + result.stderr).strip()
 
 
 def known_hosts_lines(host: Host, keys: list[str]) -> list[str]:
