@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from r1deploy.lab import Lab, LabInfo
+from tests.lab.deployed import deployed_lab  # noqa: F401  the whole stack, deployed once per session
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
