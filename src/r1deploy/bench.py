@@ -550,15 +550,16 @@ class Calibration:
 async def calibrate(conn: Connection, endpoint: Endpoint, config: BenchConfig) -> Calibration:
     """Words per prompt for ``prompt_tokens`` tokens as the server counts them (template included).
 
-    Two probes (16 and 64 random words, ``max_tokens`` 1) give the tokens per word and the fixed
-    overhead of the chat template. They also warm the server up; they are not measured.
+    Two probes (``max_tokens`` 1): the one word "the" gives the chat template's overhead (the word
+    itself counted as one token), 256 random words the tokens per word (within about 1 %). They also
+    warm the server up; they are not measured.
     """
     rng = random.Random(config.seed ^ 0x5EED)
-    k1, k2 = 16, 64
-    t1 = await _prompt_tokens(conn, endpoint, config, make_prompt(k1, rng))
-    t2 = await _prompt_tokens(conn, endpoint, config, make_prompt(k2, rng))
-    per_word = max((t2 - t1) / (k2 - k1), 0.1)
-    overhead = max(t1 - k1 * per_word, 0.0)
+    k = 256
+    t_one = await _prompt_tokens(conn, endpoint, config, "the")
+    t_long = await _prompt_tokens(conn, endpoint, config, make_prompt(k, rng))
+    overhead = max(t_one - 1, 0)
+    per_word = max((t_long - overhead) / k, 0.1)
     words = max(round((config.prompt_tokens - overhead) / per_word), 1)
     return Calibration(words, round(per_word, 4), round(overhead, 2))
 
@@ -674,10 +675,20 @@ def plot(result: BenchResult, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, (title, values) in zip(axes, series, strict=True):
         if values:
-            ax.hist(values, bins=min(50, max(10, len(values) // 4)), color="#4878a8", alpha=0.85)
+            positive = [v for v in values if v > 0]
+            log_scale = (
+                bool(positive) and max(positive) / min(positive) > 50
+            )  # a long tail: keep the body visible
+            bins: Any = min(50, max(10, len(values) // 4))
+            if log_scale:
+                low, high = math.log10(min(positive)), math.log10(max(positive))
+                bins = [10 ** (low + (high - low) * i / 40) for i in range(41)]
+            ax.hist(values, bins=bins, color="#4878a8", alpha=0.85)
             for q, style in zip(PERCENTILES, (":", "--", "-"), strict=True):
                 ax.axvline(percentile(values, q), color="#c44e52", linestyle=style, label=f"p{q}")
             ax.legend()
+            if log_scale:
+                ax.set_xscale("log")
         ax.set_title(f"{title} (n={len(values)})")
         ax.set_xlabel("ms")
         ax.set_ylabel("count")

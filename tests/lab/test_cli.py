@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -209,8 +210,11 @@ def vllm_bench(lab_ansible: Any, head: str, ip: str, input_len: int, seed: int) 
     )
     proc = lab_ansible(head, "-m", "ansible.builtin.shell", "-a", command, "-o", timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    encoded = proc.stdout.split("(stdout)", 1)[1].strip()
-    return json.loads(base64.b64decode(encoded))
+    match = re.search(
+        r"\(stdout\) ([A-Za-z0-9+/=]+)", proc.stdout
+    )  # the one-line format: base64 has no spaces
+    assert match, proc.stdout[-3000:]
+    return json.loads(base64.b64decode(match.group(1)))
 
 
 def _ours(doc: dict[str, Any]) -> dict[str, float]:
