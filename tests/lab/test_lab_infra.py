@@ -236,6 +236,13 @@ def test_down_leaves_nothing_of_its_lab_behind(lab: LabInfo) -> None:
         pids = [p for p in mirrors.running(state).values() if p]
         bridges = [other.cluster.bridge, other.public.bridge if other.public else ""]
         assert len(pids) == 2 and _listening(other.cluster.gateway, APT_PORT)
+
+        # Reshaping adds a worker and keeps the hosts that are already up.
+        head_id = docker("inspect", "-f", "{{.Id}}", other.head.name)
+        grown = Lab(name, workers=1, root=REPO, log=lambda _: None).up()
+        assert [h.group for h in grown.hosts] == ["ray_head", "ray_workers", "frontend"]
+        assert docker("inspect", "-f", "{{.Id}}", other.head.name) == head_id
+        assert f"{name}-worker1" in (REPO / "inventories" / name / "hosts.yml").read_text()
     finally:
         down = subprocess.run(
             [*r1, "down", "--name", name], cwd=REPO, capture_output=True, text=True, check=False

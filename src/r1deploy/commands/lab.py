@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from r1deploy.lab import Lab, LabError, LabInfo
+from r1deploy.lab import Lab, LabError, LabInfo, LabInputError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -40,9 +40,12 @@ def _log(msg: str) -> None:
 def _guard(action: Any) -> int:
     try:
         return int(action())
+    except LabInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT if "invalid lab name" in str(exc) or "--workers" in str(exc) else EXIT_FAILED
+        return EXIT_FAILED
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -7,6 +7,6 @@
 from r1deploy.lab.image import ensure_image
 from r1deploy.lab.lab import Lab
 from r1deploy.lab.model import Host, LabInfo, Network
-from r1deploy.lab.paths import LabError
+from r1deploy.lab.paths import LabError, LabInputError
 
-__all__ = ["Host", "Lab", "LabError", "LabInfo", "Network", "ensure_image"]
+__all__ = ["Host", "Lab", "LabError", "LabInfo", "LabInputError", "Network", "ensure_image"]

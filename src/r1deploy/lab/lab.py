@@ -18,7 +18,15 @@ from r1deploy.lab import inventory, mirrors, netfilter, ssh
 from r1deploy.lab.docker import Docker, ensure_engine
 from r1deploy.lab.image import ensure_image
 from r1deploy.lab.model import Host, LabInfo, Network
-from r1deploy.lab.paths import LabError, cache_dir, default_name, lab_state_dir, repo_root, validate_name
+from r1deploy.lab.paths import (
+    LabError,
+    LabInputError,
+    cache_dir,
+    default_name,
+    lab_state_dir,
+    repo_root,
+    validate_name,
+)
 from r1deploy.lab.wheelhouse import ensure_wheelhouse
 
 LABEL = "r1deploy.lab"
@@ -117,7 +125,7 @@ class Lab:
     ) -> None:
         self.name = validate_name(name or default_name())
         if not 0 <= workers <= MAX_WORKERS:
-            raise LabError(f"--workers must be between 0 and {MAX_WORKERS}, got {workers}")
+            raise LabInputError(f"--workers must be between 0 and {MAX_WORKERS}, got {workers}")
         self.workers = workers
         self.root = root or repo_root()
         self._docker = docker
@@ -182,7 +190,12 @@ class Lab:
             public_key = key.with_suffix(".pub").read_text()
             lines: list[str] = []
             for host in hosts:
+                waited = time.monotonic()
                 keys = ssh.wait_for_host_keys(self.docker, host.name)
+                if time.monotonic() - waited > 15:
+                    self.log(
+                        f"{host.name}: sshd ready after {time.monotonic() - waited:.0f}s (busy machine?)"
+                    )
                 ssh.authorize(self.docker, host.name, public_key)
                 lines += ssh.known_hosts_lines(host, keys)
             ssh.write_known_hosts(self.known_hosts, lines)

@@ -14,10 +14,14 @@ class LabError(RuntimeError):
     """A lab operation failed; the message says what and how to fix it."""
 
 
+class LabInputError(LabError):
+    """The request itself is wrong (name, worker count): exit code 2."""
+
+
 def validate_name(name: str) -> str:
     """Lab names prefix containers/networks and pick ``inventories/<name>/`` (git-ignored as ``lab*``)."""
     if not NAME_RE.match(name):
-        raise LabError(
+        raise LabInputError(
             f"invalid lab name {name!r}: use 'lab' followed by up to 20 of [a-z0-9-] "
             "(e.g. 'lab', 'lab-serving'); names start with 'lab' so inventories/<name>/ stays git-ignored"
         )
