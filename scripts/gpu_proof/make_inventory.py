@@ -14,6 +14,7 @@ Layouts (a GPU list per Ray node):
 - ``tp2``    one Ray node, GPUs 0,1, TP 2 x PP 1                      (vLLM on port 8000)
 - ``pp2``    one Ray node, GPUs 2,3, TP 1 x PP 2, its own Ray cluster  (port 8001; can run beside tp2)
 - ``tp2pp2`` head GPUs 0,1 + worker GPUs 2,3, TP 2 x PP 2 across both Ray nodes (port 8000)
+- ``tp4``    one Ray node, GPUs 0-3, TP 4 x PP 1 (issue #9: the template's TP 4 on one node)
 
 Loopback addresses other than 127.0.0.1 are used on purpose: Ray rewrites 127.0.0.1/localhost to the
 host's outward address (ray._private.services.resolve_ip_for_localhost), 127.0.0.2+ it keeps.
@@ -82,6 +83,12 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "pp": 2,
         "port": 8001,
         "nodes": [("pp2-node", "ray_head", "127.0.0.4", [2, 3], 100, (11002, 11499))],
+    },
+    "tp4": {
+        "tp": 4,
+        "pp": 1,
+        "port": 8000,
+        "nodes": [("tp4-node", "ray_head", "127.0.0.2", [0, 1, 2, 3], 0, (10002, 10499))],
     },
     "tp2pp2": {
         "tp": 2,
