@@ -63,11 +63,13 @@ class FilterModule:
             "r1deploy_gpustack_smi_query": smi_query,
             "r1deploy_gpustack_cuda_plan": _wrap(g.cuda_plan),
             "r1deploy_gpustack_libnccl_plan": _wrap(g.libnccl_plan),
+            "r1deploy_gpustack_libnccl_mismatched": _wrap(g.libnccl_mismatched),
             "r1deploy_gpustack_iface_for_ip": _wrap(g.iface_for_ip),
             "r1deploy_gpustack_host_ifaces": _wrap(g.host_ifaces),
             "r1deploy_gpustack_socket_ifname": _wrap(g.nccl_socket_ifname),
             "r1deploy_gpustack_nccl_env": _wrap(g.nccl_env),
             "r1deploy_gpustack_nccl_verdict": _wrap(g.nccl_verdict),
             "r1deploy_gpustack_nccl_check_layout": _wrap(g.nccl_check_layout),
+            "r1deploy_gpustack_nccl_check_report": _wrap(g.nccl_check_report),
             "r1deploy_gpustack_format_results": _wrap(g.format_results),
         }

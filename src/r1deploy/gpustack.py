@@ -15,6 +15,7 @@ and the fix; the roles prefix them with the host name.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -752,17 +753,23 @@ def iface_for_ip(interfaces: Mapping[str, Any], ip: str) -> str:
     return ""
 
 
-def host_ifaces(hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def host_ifaces(
+    hosts: Mapping[str, Mapping[str, Any]],
+    ip_key: str = "r1deploy_node_ip",
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Each host's interface for its cluster address.
 
-    ``hosts``: {host: {"ip": r1deploy_node_ip, "facts": that host's ansible_facts (None if unknown)}}.
+    ``hosts``: {host: that host's variables (Ansible hostvars), read: ``ansible_facts`` and ``ip_key``};
+    ``overrides``: {host: address} replacing ``ip_key`` (a per-host nccl_node_ip).
     Returns {"ifaces": {host: name or ""}, "errors": [...]}.
     """
     ifaces: dict[str, str] = {}
     errors: list[str] = []
-    for host, info in sorted(hosts.items()):
-        facts = info.get("facts") or {}
-        ip = str(info.get("ip") or "")
+    for host in sorted(hosts):
+        hv = hosts[host]
+        facts = hv.get("ansible_facts") or {}
+        ip = str((overrides or {}).get(host) or hv.get(ip_key) or "")
         if not facts.get("interfaces"):
             errors.append(
                 f"{host}: no network facts (a --limit run without cached facts): run once without --limit, "
@@ -771,9 +778,7 @@ def host_ifaces(hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             ifaces[host] = ""
             continue
         if not ip:
-            errors.append(
-                f"{host}: r1deploy_node_ip is not set: set it in the inventory (docs/architecture.md)"
-            )
+            errors.append(f"{host}: {ip_key} is not set: set it in the inventory (docs/architecture.md)")
             ifaces[host] = ""
             continue
         interfaces = {n: facts.get(n.replace("-", "_").replace(".", "_")) for n in facts["interfaces"]}
@@ -890,7 +895,8 @@ def libnccl_plan(gpus: Any, os_facts: Mapping[str, Any], options: Mapping[str, A
     dev = _bool(options.get("dev", False))
     if target.pkg == "apt":
         pkgs = ["libnccl2"] + (["libnccl-dev"] if dev else [])
-        pin = f"*+cuda{major}.*"
+        # apt_preferences: a version pin is a prefix ("580.*") or a /regex/, not a glob.
+        pin = f"/\\+cuda{major}\\./"
     else:
         pkgs = ["libnccl"] + (["libnccl-devel"] if dev else [])
         pin = f"*+cuda{major}.*"
@@ -904,6 +910,16 @@ def libnccl_plan(gpus: Any, os_facts: Mapping[str, Any], options: Mapping[str, A
         repo=nvidia_repo(target, str(options.get("repo_url") or ""), str(options.get("repo_key_url") or "")),
     )
     return plan
+
+
+def libnccl_mismatched(installed: Mapping[str, Any], packages: Sequence[str], cuda_major: int) -> list[str]:
+    """Installed libnccl packages (``package_facts``) built for another CUDA major than ``cuda_major``."""
+    wrong = []
+    for name in packages:
+        versions = [str(v.get("version", "")) for v in installed.get(name) or []]
+        if any(f"+cuda{cuda_major}." not in v for v in versions):
+            wrong.append(name)
+    return wrong
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1032,6 +1048,44 @@ def nccl_verdict(
         "floor_gbps": floor,
         "busbw_gbps": bw,
         "message": msg,
+    }
+
+
+def nccl_check_report(
+    runs: Mapping[str, Mapping[str, Any]],
+    layout: Mapping[str, Any],
+    floors: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Combine every host's check-script run (Ansible command results) into one verdict.
+
+    Returns {"ok", "verdict", "failures": ["host: ..."], "table": [lines]}.
+    """
+    failures: list[str] = []
+    results: list[Mapping[str, Any]] = []
+    logs: list[str] = []
+    for host in sorted(runs):
+        run = runs[host] or {}
+        stdout = str(run.get("stdout") or "").strip()
+        try:
+            out = json.loads(stdout) if stdout.startswith("{") else None
+        except ValueError:
+            out = None
+        if out is None:
+            why = str(run.get("stderr") or run.get("msg") or "no output").strip()
+            failures.append(f"{host}: the check script failed: {why[-800:]}")
+            continue
+        failures += [f"{host}: {e}" for e in out.get("errors") or []]
+        logs += [str(line) for line in out.get("nccl_log") or []]
+        if host == layout.get("master"):
+            results = list(out.get("results") or [])
+    verdict = nccl_verdict(
+        results, str(layout.get("backend")), int(layout.get("nnodes") or 1), "\n".join(logs), floors
+    )
+    return {
+        "ok": verdict["ok"] and not failures,
+        "verdict": verdict,
+        "failures": failures,
+        "table": format_results(results) if results else [],
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 
 import pytest
 
@@ -398,12 +399,18 @@ def test_cuda_13_needs_a_580_driver() -> None:
 
 def test_libnccl_matches_the_cuda_major() -> None:
     p = gs.libnccl_plan(fact("V100"), OS["ubuntu2404"], {"enabled": True, "cuda_major": 12, "dev": True})
-    assert p["packages"] == ["libnccl2", "libnccl-dev"] and p["version_glob"] == "*+cuda12.*"
+    assert p["packages"] == ["libnccl2", "libnccl-dev"] and p["version_glob"] == "/\\+cuda12\\./"
     bad = gs.libnccl_plan(fact("V100"), OS["ubuntu2404"], {"enabled": True, "cuda_major": 13})
     assert bad["action"] == "none" and "CUDA 13" in bad["errors"][0]
     rocky = gs.libnccl_plan(fact("A100"), OS["rocky9"], {"enabled": True, "cuda_major": 12})
     assert rocky["packages"] == ["libnccl"]
     assert gs.libnccl_plan(fact("V100", count=0), OS["debian12"], {"enabled": True})["action"] == "skip"
+    installed = {
+        "libnccl2": [{"version": "2.28.9-1+cuda13.0"}],
+        "libnccl-dev": [{"version": "2.21.5-1+cuda12.8"}],
+    }
+    assert gs.libnccl_mismatched(installed, ["libnccl2", "libnccl-dev"], 12) == ["libnccl2"]
+    assert gs.libnccl_mismatched({}, ["libnccl2"], 12) == []
 
 
 IFACES = {
@@ -426,7 +433,11 @@ def test_iface_for_ip() -> None:
 def test_host_ifaces_from_facts() -> None:
     facts = {"interfaces": ["lo", "eth0", "eth1"], **IFACES}
     res = gs.host_ifaces(
-        {"gpu01": {"ip": "10.0.0.11", "facts": facts}, "gpu02": {"ip": "10.0.0.12", "facts": None}}
+        {
+            "gpu01": {"r1deploy_node_ip": "10.9.9.9", "ansible_facts": facts},
+            "gpu02": {"r1deploy_node_ip": "10.0.0.12"},
+        },
+        overrides={"gpu01": "10.0.0.11"},
     )
     assert res["ifaces"] == {"gpu01": "eth1", "gpu02": ""}
     assert res["errors"] == [
@@ -434,7 +445,9 @@ def test_host_ifaces_from_facts() -> None:
         "or set nccl_socket_ifname explicitly"
     ]
     bridge = {"interfaces": ["br-1a2b"], "br_1a2b": {"device": "br-1a2b", "ipv4": {"address": "172.30.0.2"}}}
-    assert gs.host_ifaces({"h": {"ip": "172.30.0.2", "facts": bridge}})["ifaces"] == {"h": "br-1a2b"}
+    assert gs.host_ifaces({"h": {"r1deploy_node_ip": "172.30.0.2", "ansible_facts": bridge}})["ifaces"] == {
+        "h": "br-1a2b"
+    }
 
 
 def test_socket_ifname_is_the_same_on_every_host() -> None:
@@ -548,3 +561,18 @@ def test_check_layout_one_process_per_gpu_head_first() -> None:
     mixed = gs.nccl_check_layout({"head": 8, "worker": 0}, ["head", "worker"])
     assert "some GPU-group hosts have GPUs and some have none (worker)" in mixed["errors"][0]
     assert gs.nccl_check_layout({"solo": 1}, ["solo"])["errors"]
+
+
+def test_check_report_combines_hosts() -> None:
+    layout = gs.nccl_check_layout({"gpu01": 8, "gpu02": 8}, ["gpu01", "gpu02"])
+    head = {"ok": True, "results": ROWS, "nccl_log": IB_LOG.splitlines(), "errors": []}
+    worker = {"ok": True, "results": None, "nccl_log": [], "errors": []}
+    runs = {"gpu01": {"stdout": json.dumps(head)}, "gpu02": {"stdout": json.dumps(worker)}}
+    rep = gs.nccl_check_report(runs, layout)
+    assert rep["ok"] and rep["verdict"]["link"] == "net_ib" and len(rep["table"]) == 3
+    broken = {
+        "gpu01": {"stdout": json.dumps(head)},
+        "gpu02": {"stdout": "", "stderr": "No module named torch"},
+    }
+    bad = gs.nccl_check_report(broken, layout)
+    assert not bad["ok"] and bad["failures"] == ["gpu02: the check script failed: No module named torch"]
