@@ -943,7 +943,7 @@ def nccl_check_layout(gpu_counts: Mapping[str, Any], order: Sequence[str]) -> di
 
     ``gpu_counts``: {host: r1deploy_gpus.count}; ``order``: hosts, the rendezvous host (Ray head) first.
     """
-    hosts = [h for h in order if h in gpu_counts]
+    hosts = [h for h in dict.fromkeys(order) if h in gpu_counts]  # first mention wins
     counts = {h: int(gpu_counts[h] or 0) for h in hosts}
     errors: list[str] = []
     with_gpu = [h for h in hosts if counts[h] > 0]

@@ -553,7 +553,8 @@ def test_format_results() -> None:
 
 
 def test_check_layout_one_process_per_gpu_head_first() -> None:
-    lay = gs.nccl_check_layout({"gpu02": 8, "gpu01": 8, "gpu03": 4}, ["gpu01", "gpu02", "gpu03"])
+    order = ["gpu01", "gpu02", "gpu03", "gpu01", "gpu02", "gpu03"]  # head, workers, then every play host
+    lay = gs.nccl_check_layout({"gpu02": 8, "gpu01": 8, "gpu03": 4}, order)
     assert lay["backend"] == "nccl" and lay["world_size"] == 20 and lay["master"] == "gpu01"
     assert lay["hosts"]["gpu03"] == {"node_rank": 2, "nproc": 4, "rank_offset": 16}
     cpu = gs.nccl_check_layout({"head": 0, "worker": 0}, ["head", "worker"])
