@@ -193,20 +193,42 @@ def test_a_new_user_can_chat_with_the_r1_model(frontend) -> None:
     assert result["content"].strip() == REPLY
 
 
+def _spread(times: list[float]) -> float:
+    """Share of the stream's duration during which tokens were arriving (1: evenly, 0: all at the end)."""
+    return (times[-1] - times[0]) / times[-1] if times and times[-1] > 0 else 0.0
+
+
 def test_chat_streams_through_nginx_unbuffered(frontend) -> None:
-    """The chat page's own API path streams token by token: no buffering and no gzip in nginx."""
+    """The chat page's API path streams token by token: nginx neither buffers nor gzips it.
+
+    A long answer (1000 tokens, several seconds) must arrive spread over its generation; buffered by
+    nginx it arrives in a few large bursts at the end. Best of three, so a stalled client on a busy
+    machine does not count as buffering."""
     token = frontend.sign_in()
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "stream": True,
+        "temperature": 0,
+        "max_tokens": 1000,
+        "ignore_eos": True,
+    }
+    spreads = []
     with frontend.client(timeout=300) as c:
-        result = _sse_chat(
-            c,
-            "/api/chat/completions",
-            {"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"},
-            {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": True},
-        )
-    assert result["content"].strip() == REPLY
-    assert result["reasoning"].strip() == REASONING
-    assert "content-encoding" not in {k.lower() for k in result["headers"]}
-    assert len(result["times"]) >= 10, "the reply arrived in a few large pieces: something buffers"
+        for _ in range(3):
+            result = _sse_chat(
+                c,
+                "/api/chat/completions",
+                {"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"},
+                body,
+            )
+            assert result["reasoning"].strip().startswith(REASONING)
+            assert "content-encoding" not in {k.lower() for k in result["headers"]}
+            assert len(result["times"]) >= 900
+            spreads.append(round(_spread(result["times"]), 3))
+            if spreads[-1] >= 0.8:
+                break
+    assert max(spreads) >= 0.8, f"tokens arrived in bursts, not streamed: spreads {spreads}"
 
 
 def test_v1_route_refuses_requests_without_the_key(frontend) -> None:
@@ -235,70 +257,51 @@ def test_openai_client_streams_through_the_v1_route(frontend) -> None:
 
 
 def test_tokens_per_second_through_nginx_and_direct(frontend) -> None:
-    """Same prompt, same run: vLLM directly, through nginx's /v1/, and through Open WebUI (chat path)."""
+    """Same prompt, same run, rounds interleaved: vLLM directly, through nginx's /v1/, and through nginx
+    and Open WebUI (the chat page's path). Reported in test-artifacts/frontend-throughput.json."""
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": PROMPT}],
         "stream": True,
         "stream_options": {"include_usage": True},
         "temperature": 0,
-        "max_tokens": 256,
+        "max_tokens": 1000,
         "ignore_eos": True,
     }
     key = {"Authorization": f"Bearer {frontend.api_key}"}
+    webui = {"Authorization": f"Bearer {frontend.sign_in()}"}
     numbers: dict[str, dict] = {}
     with httpx.Client(base_url=frontend.vllm_url) as direct, frontend.client() as via_nginx:
         for rnd in range(3):
             for name, client, path, headers in (
                 ("direct_vllm", direct, "/v1/chat/completions", key),
                 ("nginx_v1", via_nginx, "/v1/chat/completions", key),
+                ("nginx_open_webui", via_nginx, "/api/chat/completions", webui),
             ):
                 r = _sse_chat(client, path, headers, body)
-                tokens = r["usage"]["completion_tokens"]
-                decode_s = r["times"][-1] - r["times"][0]
+                tokens = (r["usage"] or {}).get("completion_tokens") or len(r["times"])
                 numbers.setdefault(name, {"runs": []})["runs"].append(
                     {
+                        "round": rnd,
                         "completion_tokens": tokens,
                         "ttft_s": round(r["times"][0], 4),
                         "total_s": round(r["total_s"], 4),
                         "tokens_per_s": round(tokens / r["total_s"], 1),
-                        "decode_tokens_per_s": round((tokens - 1) / decode_s, 1),
-                        "chunks": len(r["times"]),
-                        "round": rnd,
+                        "decode_tokens_per_s": round(
+                            (tokens - 1) / max(r["times"][-1] - r["times"][0], 1e-6), 1
+                        ),
                     }
                 )
-        token = frontend.sign_in()
-        webui = _sse_chat(
-            via_nginx,
-            "/api/chat/completions",
-            {"Authorization": f"Bearer {token}"},
-            {
-                "model": MODEL,
-                "messages": [{"role": "user", "content": PROMPT}],
-                "stream": True,
-                "max_tokens": 256,
-            },
-        )
-    numbers["open_webui_via_nginx"] = {
-        "runs": [
-            {
-                "chunks": len(webui["times"]),
-                "ttft_s": round(webui["times"][0], 4),
-                "total_s": round(webui["total_s"], 4),
-                "note": "the lab model stops after its fixed ~20-token reply; Open WebUI adds its own work",
-            }
-        ]
+    for runs in numbers.values():
+        ordered = sorted(runs["runs"], key=lambda x: x["tokens_per_s"])
+        runs["median_tokens_per_s"] = ordered[len(ordered) // 2]["tokens_per_s"]
+        runs["median_ttft_s"] = sorted(x["ttft_s"] for x in runs["runs"])[len(ordered) // 2]
+    numbers["note"] = {
+        "load_average": on_host(frontend.inventory, frontend.host, "cat /proc/loadavg").strip()
     }
-    for name in ("direct_vllm", "nginx_v1"):
-        runs = numbers[name]["runs"]
-        numbers[name]["median_tokens_per_s"] = sorted(r["tokens_per_s"] for r in runs)[len(runs) // 2]
-        numbers[name]["median_ttft_s"] = sorted(r["ttft_s"] for r in runs)[len(runs) // 2]
     record("frontend-throughput.json", numbers)
-    for name in ("direct_vllm", "nginx_v1"):
-        for run in numbers[name]["runs"]:
-            assert run["completion_tokens"] == 256
-            # Streamed, not buffered: the first token comes long before the last one.
-            assert run["ttft_s"] < 0.5 * run["total_s"], (name, run)
+    for name in ("direct_vllm", "nginx_v1", "nginx_open_webui"):
+        assert all(run["completion_tokens"] >= 900 for run in numbers[name]["runs"]), numbers[name]
 
 
 # --- The browser ---------------------------------------------------------------------------------
