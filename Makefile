@@ -13,7 +13,7 @@ help:
 	@echo "make lint      static checks only (ruff, yamllint, ansible-lint, syntax-check)"
 	@echo "make unit      unit tests only (no lab)"
 	@echo "make lab-up / lab-down / lab-status"
-	@echo "make bench     load benchmark against the lab's vLLM and through nginx"
+	@echo "make bench     benchmarks on a deployed lab: load (vLLM, nginx), model fan-out, CLI overhead"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -41,8 +41,11 @@ lab-down: bootstrap
 lab-status: bootstrap
 	$(R1) lab status
 
+# Benchmarks against a deployed lab (`make demo` first); they report, never assert.
 bench: bootstrap
 	$(R1) bench --inventory inventories/lab
+	bash scripts/bench_model_fanout.sh inventories/lab
+	$(PY) scripts/bench_wrapper_overhead.py -i inventories/lab
 
 clean: lab-down
 	rm -rf $(VENV) .cache
