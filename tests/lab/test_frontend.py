@@ -398,6 +398,7 @@ def test_the_browser_test_fails_when_nginx_drops_the_websocket_headers(frontend)
         "the reply appeared although nginx dropped the WebSocket headers"
     )
     assert results["without"].first_token_s is None
+    assert any("400" in e for e in results["without"].socket_errors), results["without"].socket_errors
 
 
 # --- Secrets, idempotence, re-deploy -------------------------------------------------------------
