@@ -94,3 +94,72 @@ def test_ray_status_with_gpus_idle_nodes_and_pending_ones() -> None:
         "gpus_used": 8.0,
         "cpus_total": 4.0,
     }
+
+
+# ---- the whole status document from a recorded status run --------------------------------------------
+
+STATUS_RUN = REPO / "tests" / "fixtures" / "runner-events" / "status-lab"
+
+
+def _status(events: list[dict], runner_status: str = "successful", rc: int = 0) -> dict:
+    from r1deploy.events import RunState, build_summary, exit_code
+    from r1deploy.runner import RunResult
+    from r1deploy.status import build_status
+
+    state = RunState()
+    for event in events:
+        state.feed(event)
+    code = exit_code(state, runner_status, rc)
+    summary = build_summary(
+        state,
+        meta={"run_id": "R"},
+        runner_status=runner_status,
+        rc=rc,
+        code=code,
+        started="",
+        finished="",
+        duration_s=0,
+    )
+    return build_status(RunResult(code, summary, state, None), events)
+
+
+def _recorded() -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in STATUS_RUN.with_suffix(".jsonl").read_text().splitlines() if line]
+
+
+def test_status_of_the_recorded_healthy_lab() -> None:
+    doc = _status(_recorded())
+    assert doc["ok"] and doc["exit_code"] == 0 and doc["problems"] == []
+    assert set(doc["hosts"]) == {"lab-cli-head", "lab-cli-worker1", "lab-cli-frontend"}
+    assert set(doc["hosts"]["lab-cli-head"]["units"]) == {"ray-head.service", "vllm.service"}
+    assert doc["hosts"]["lab-cli-head"]["units"]["vllm.service"]["restarts"] == 8
+    assert doc["hosts"]["lab-cli-head"]["gpu_source"] == "none"  # CPU lab: the preflight's fact says so
+    assert doc["cluster"]["ray"]["nodes_active"] == 2
+    assert doc["cluster"]["vllm"] == {
+        "url": "http://172.25.0.2:8000/v1",
+        "healthy": True,
+        "health_error": "",
+        "models": ["r1-tiny"],
+        "served_model": "r1-tiny",
+        "model_served": True,
+        "max_model_len": 2048,
+    }
+    assert doc["chat_url"] == "https://172.26.0.2" and doc["frontend"]["lab-cli-frontend"]["ok"]
+
+
+def test_status_names_what_is_down() -> None:
+    import json
+
+    text = "\n".join(json.dumps(e) for e in _recorded())
+    # The same run, had the worker's Ray unit been stopped and the head serving another model.
+    text = text.replace(
+        "Id=ray-worker.service\\nLoadState=loaded\\nActiveState=active\\nSubState=running",
+        "Id=ray-worker.service\\nLoadState=loaded\\nActiveState=inactive\\nSubState=dead",
+    )
+    text = text.replace('"models": ["r1-tiny"]', '"models": ["other-model"]')
+    doc = _status([json.loads(line) for line in text.splitlines()])
+    assert doc["exit_code"] == 1 and not doc["ok"]
+    assert "lab-cli-worker1: ray-worker.service is inactive/dead" in doc["problems"]
+    assert "vllm: model 'r1-tiny' not served (server lists ['other-model'])" in doc["problems"]
