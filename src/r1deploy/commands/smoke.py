@@ -7,7 +7,6 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from r1deploy.commands.run import add_inventory_option, add_json_option, print_json, refuse
@@ -34,24 +33,25 @@ def _context(args: argparse.Namespace, pem: str) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+def _seconds(value: float | None) -> str:
+    return f"{value:.2f}s" if value is not None else "-"
+
+
 def render(doc: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"smoke test: {doc['model']!r}, prompt {doc['prompt']!r}", title_justify="left")
-    for column in ("path", "url", "result", "sign-in", "first token", "total", "tokens", "answer"):
-        table.add_column(column)
+    console.print(Text.assemble(("smoke test ", "bold"), f"{doc['model']!r}, prompt {doc['prompt']!r}"))
     for name, probe in doc["probes"].items():
-        result = Text("ok", "bold green") if probe["ok"] else Text(f"FAILED: {probe['error']}", "bold red")
-        answer = probe["answer"] or (f"(reasoning) {probe['reasoning']}" if probe["reasoning"] else "")
-        table.add_row(
-            name,
-            probe["url"],
-            result,
-            f"{probe['signin_s']:.2f}s" if probe["signin_s"] is not None else "",
-            f"{probe['ttft_s']:.2f}s" if probe["ttft_s"] is not None else "",
-            f"{probe['total_s']:.2f}s" if probe["total_s"] is not None else "",
-            str(probe["output_tokens"] or ""),
-            answer[:80],
+        verdict = Text("ok", "bold green") if probe["ok"] else Text(f"FAILED: {probe['error']}", "bold red")
+        timings = f"first token {_seconds(probe['ttft_s'])}, total {_seconds(probe['total_s'])}"
+        if probe["signin_s"] is not None:
+            timings = f"sign-in {_seconds(probe['signin_s'])}, " + timings
+        tokens = f", {probe['output_tokens']} tokens" if probe["output_tokens"] else ""
+        console.print(
+            Text.assemble((f"{name:<9}", "bold"), verdict, f"  {timings}{tokens}  ", (probe["url"], "dim"))
         )
-    console.print(table)
+        if probe["reasoning"]:
+            console.print(Text(f"          reasoning: {probe['reasoning'][:200]}", style="dim"))
+        if probe["answer"]:
+            console.print(Text(f"          answer:    {probe['answer'][:200]}"))
     if doc.get("chat_url"):
         console.print(Text.assemble(("chat page: ", "bold"), (doc["chat_url"], "bold cyan")))
 
