@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.lab.helpers import inventory_groups, run_playbook
 
 pytestmark = [pytest.mark.lab]

@@ -21,6 +21,7 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff_is_clean() -> None:
     paths = ["src", "tests", "plugins", *[str(p) for p in REPO.glob("roles/*/files/*.py")]]
+    paths += [str(p) for p in REPO.glob("roles/*/library/*.py")]
     result = run(str(BIN / "ruff"), "check", *paths)
     assert result.returncode == 0, result.stdout + result.stderr
     result = run(str(BIN / "ruff"), "format", "--check", *paths)
@@ -73,7 +74,8 @@ def test_role_has_a_readme(role: Path) -> None:
 
 
 def test_unit_templates_start_with_ansible_managed() -> None:
-    units = sorted(REPO.glob("roles/*/templates/*.service.j2")) + sorted(REPO.glob("roles/*/templates/*.conf.j2"))
+    units = sorted(REPO.glob("roles/*/templates/*.service.j2"))
+    units += sorted(REPO.glob("roles/*/templates/*.conf.j2"))
     assert units
     for unit in units:
         assert unit.read_text().startswith("{{ ansible_managed | comment }}"), unit
