@@ -6,6 +6,7 @@ verify, destroy, on the lab's systemd image with real Debian packages from the l
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import re
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from r1deploy.lab.paths import state_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "molecule" / "gpu_stack"
@@ -32,11 +35,18 @@ def _lab_env():
 @pytest.fixture(scope="module")
 def molecule_env():
     lab_env = _lab_env()
-    env = dict(os.environ)
-    env.update(lab_env.up())
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    yield env
-    lab_env.down()
+    # The scenario's container and network names are fixed: one run at a time on this machine
+    # (another checkout's run would destroy this one's hosts).
+    lock_path = state_dir() / "molecule-gpu.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        env = dict(os.environ)
+        env.update(lab_env.up())
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        try:
+            yield env
+        finally:
+            lab_env.down()
 
 
 # "gpu_stack ➜ converge: Executed: Successful" or, without a terminal, "[gpu_stack > converge] Executed: ..."
