@@ -27,7 +27,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,9 @@ class BenchConfig:
     insecure: bool = False
     cafile: str | None = None
     cadata: str | None = None  # a PEM to trust (the certificate nginx serves, read by `endpoints`)
-    seed: int = 0
+    # Seed of the random prompts; None draws a fresh one per run. A repeated seed repeats the prompts,
+    # and a server's prefix cache then skips their prefill: TTFT would measure the cache.
+    seed: int | None = None
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
@@ -554,7 +556,7 @@ async def calibrate(conn: Connection, endpoint: Endpoint, config: BenchConfig) -
     itself counted as one token), 256 random words the tokens per word (within about 1 %). They also
     warm the server up; they are not measured.
     """
-    rng = random.Random(config.seed ^ 0x5EED)
+    rng = random.Random((config.seed or 0) ^ 0x5EED)
     k = 256
     t_one = await _prompt_tokens(conn, endpoint, config, "the")
     t_long = await _prompt_tokens(conn, endpoint, config, make_prompt(k, rng))
@@ -608,25 +610,39 @@ class BenchResult:
         }
 
 
-async def run_bench(config: BenchConfig) -> BenchResult:
+async def run_bench(config: BenchConfig, prompts: Sequence[str] | None = None) -> BenchResult:
+    """Run the benchmark: ``requests`` streamed requests, ``concurrency`` at a time.
+
+    Without ``prompts`` each request gets a fresh random-word prompt sized by :func:`calibrate`; with
+    them (a user's prompt file, or another client's prompts for a comparison) they are used in order,
+    cycled if fewer than ``requests``, and there is no calibration (nor its warm-up requests).
+    """
     if config.concurrency < 1 or config.requests < 1 or config.max_tokens < 1 or config.prompt_tokens < 1:
         raise BenchError("concurrency, requests, prompt tokens and max tokens must be at least 1")
+    if prompts is not None and not prompts:
+        raise BenchError("the prompt list is empty")
+    if config.seed is None:
+        config = replace(config, seed=random.SystemRandom().randrange(2**31))
     endpoint = parse_url(config.url)
     context = ssl_context(config) if endpoint.scheme == "https" else None
-    probe = Connection(endpoint, context)
-    try:
-        calibration = await asyncio.wait_for(calibrate(probe, endpoint, config), timeout=config.timeout_s)
-    except HttpError as exc:
-        raise BenchError(
-            f"{endpoint.origin}{endpoint.path(config.endpoint)} refused the probe: {exc}"
-        ) from exc
-    except (OSError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError) as exc:
-        raise BenchError(f"cannot reach {endpoint.origin}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        await probe.close()
-
-    rng = random.Random(config.seed)
-    prompts = [make_prompt(calibration.words, rng) for _ in range(config.requests)]
+    calibration: dict[str, Any] = {"skipped": "prompts given"}
+    if prompts is None:
+        probe = Connection(endpoint, context)
+        try:
+            sized = await asyncio.wait_for(calibrate(probe, endpoint, config), timeout=config.timeout_s)
+        except HttpError as exc:
+            raise BenchError(
+                f"{endpoint.origin}{endpoint.path(config.endpoint)} refused the probe: {exc}"
+            ) from exc
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError) as exc:
+            raise BenchError(f"cannot reach {endpoint.origin}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            await probe.close()
+        calibration = asdict(sized)
+        rng = random.Random(config.seed)
+        prompts = [make_prompt(sized.words, rng) for _ in range(config.requests)]
+    else:
+        prompts = [prompts[i % len(prompts)] for i in range(config.requests)]
     todo: asyncio.Queue[str] = asyncio.Queue()
     for prompt in prompts:
         todo.put_nowait(prompt)
@@ -654,7 +670,13 @@ async def run_bench(config: BenchConfig) -> BenchResult:
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(config.concurrency, config.requests))))
     duration = time.perf_counter() - t0
-    return BenchResult(config.public(), asdict(calibration), results, duration)
+    if not any(r.ok for r in results) and all(_unreachable(r.error) for r in results):
+        raise BenchError(f"cannot reach {endpoint.origin}: {results[0].error}")
+    return BenchResult(config.public(), calibration, results, duration)
+
+
+def _unreachable(error: str) -> bool:
+    return error.startswith(("ConnectionRefusedError", "OSError", "gaierror", "TimeoutError", "timeout"))
 
 
 def plot(result: BenchResult, path: Path) -> None:

@@ -265,9 +265,6 @@ def execute(
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run the request's playbooks; return the exit code, the summary and the final state."""
-    import ansible_runner  # imported late: ~0.2 s that `--help` and `runs` need not pay
-    from ansible_runner.exceptions import ConfigurationError
-
     root = root or project_dir()
     view = view or QuietView()
     for playbook in request.playbooks:
@@ -286,6 +283,26 @@ def execute(
     run_id = run.id if run else datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     private = Path(tempfile.mkdtemp(prefix="r1deploy-run-"))
     os.chmod(private, 0o700)
+    try:
+        return _execute(request, view, root, scrub, on_event, run, run_id, private)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _execute(
+    request: RunRequest,
+    view: View,
+    root: Path,
+    scrub: Scrubber,
+    on_event: Callable[[dict[str, Any]], None] | None,
+    run: RunFolder | None,
+    run_id: str,
+    private: Path,
+) -> RunResult:
+    """The run itself, inside ``execute``'s fresh private data dir (which it removes afterwards)."""
+    import ansible_runner  # imported late: ~0.2 s that `--help` and `runs` need not pay
+    from ansible_runner.exceptions import ConfigurationError
+
     extravars_file: Path | None = None
     if request.extravars:
         extravars_file = private / "extravars.json"
@@ -396,7 +413,6 @@ def execute(
         rc = runner.rc if isinstance(runner.rc, int) else None
     finally:
         recorder.close()
-        shutil.rmtree(private, ignore_errors=True)
 
     code = exit_code(state, runner_status, rc, interrupted=interrupted)
     if runner_status == "failed" and not state.tasks and not state.errors:

@@ -136,7 +136,7 @@ def server() -> Iterator[tuple[str, Script]]:
 def test_measures_what_the_server_did(server: tuple[str, Script]) -> None:
     url, script = server
     config = BenchConfig(
-        url=url, model="m", api_key=KEY, concurrency=4, requests=16, prompt_tokens=101, max_tokens=8
+        url=url, model="m", api_key=KEY, concurrency=4, requests=16, prompt_tokens=101, max_tokens=8, seed=7
     )
     summary = asyncio.run(run_bench(config)).summary()
     assert summary["ok"] and summary["completed"] == 16 and summary["errors"] == 0
@@ -152,7 +152,7 @@ def test_measures_what_the_server_did(server: tuple[str, Script]) -> None:
     duration = summary["duration_s"]
     assert summary["output_throughput_tok_s"] == pytest.approx(16 * script.tokens / duration, rel=0.01)
     # Prompts sized as the server counts them (template included), whatever its tokenizer.
-    assert summary["prompt_tokens_mean"] == pytest.approx(101, rel=0.03)
+    assert summary["prompt_tokens_mean"] == pytest.approx(101, rel=0.05)
     assert summary["calibration"]["overhead_tokens"] == 7
     assert 1 < summary["calibration"]["tokens_per_word"] < 2
     # Every request streamed with usage, a distinct prompt (no shared prefix cache hits), the key as a header.
@@ -163,6 +163,53 @@ def test_measures_what_the_server_did(server: tuple[str, Script]) -> None:
     assert KEY not in json.dumps(summary)
     # One keep-alive connection per worker, plus the calibration probe's.
     assert script.connections == 4 + 1
+
+
+def test_prompts_are_fresh_per_run_unless_a_seed_repeats_them(server: tuple[str, Script]) -> None:
+    """A server's prefix cache would serve repeated prompts: only an explicit --seed repeats them."""
+    url, script = server
+
+    def prompts(seed: int | None) -> tuple[int | None, set[str]]:
+        script.payloads.clear()
+        result = asyncio.run(run_bench(BenchConfig(url=url, model="m", requests=4, max_tokens=2, seed=seed)))
+        streamed = {p["messages"][0]["content"] for p in script.payloads if p["stream"]}
+        return result.config["seed"], streamed
+
+    seed_a, first = prompts(None)
+    seed_b, second = prompts(None)
+    assert seed_a != seed_b and not first & second
+    assert prompts(seed_a) == (seed_a, first)
+
+
+def test_prompts_file_is_used_as_given(
+    server: tuple[str, Script], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, script = server
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "first question"}\n{"prompt": "second question"}\n')
+    argv = [
+        "bench",
+        "--url",
+        url,
+        "--model",
+        "m",
+        "-n",
+        "5",
+        "-c",
+        "1",
+        "--prompts-file",
+        str(prompts),
+        "--json",
+    ]
+    assert cli.main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["calibration"] == {"skipped": "prompts given"}
+    sent = [p["messages"][0]["content"] for p in script.payloads]
+    assert sent == ["first question", "second question"] * 2 + ["first question"]  # no probes, cycled
+    (tmp_path / "empty.txt").write_text("\n")
+    assert (
+        cli.main(["bench", "--url", url, "--model", "m", "--prompts-file", str(tmp_path / "empty.txt")]) == 2
+    )
 
 
 def test_errors_are_counted_not_fatal(server: tuple[str, Script]) -> None:

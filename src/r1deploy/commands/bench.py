@@ -56,6 +56,26 @@ def render(summary: dict[str, Any], console: Console) -> None:
         console.print(f"  [red]{count} x {error}[/]")
 
 
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line, or JSON Lines with a ``prompt`` field (vLLM's custom dataset format)."""
+    import json
+
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise BadInput(f"cannot read --prompts-file {path}: {exc.strerror}") from exc
+    if path.suffix == ".jsonl":
+        try:
+            prompts = [str(json.loads(line)["prompt"]) for line in lines]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"{path}: every line must be a JSON object with a 'prompt' ({exc})") from exc
+    else:
+        prompts = lines
+    if not prompts:
+        raise BadInput(f"{path} has no prompts")
+    return prompts
+
+
 def _config(args: argparse.Namespace) -> BenchConfig:
     from r1deploy.bench import BenchConfig, read_api_key
     from r1deploy.status import StatusError, endpoints
@@ -116,6 +136,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     try:
         config = _config(args)
+        prompts = read_prompts(Path(args.prompts_file)) if args.prompts_file else None
         if config.concurrency < 1 or config.requests < 1 or config.prompt_tokens < 1 or config.max_tokens < 1:
             raise BadInput("--concurrency, --requests, --prompt-tokens and --max-tokens must be at least 1")
         if args.plot and not str(args.plot).endswith(".png"):
@@ -125,7 +146,7 @@ def _handle(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"benchmarking {config.model} at {config.url} ...", file=sys.stderr)
     try:
-        result = asyncio.run(run_bench(config))
+        result = asyncio.run(run_bench(config, prompts))
     except BenchError as exc:
         message = str(exc)
         print(f"r1deploy bench: {message}", file=sys.stderr)
@@ -187,11 +208,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
     parser.add_argument(
+        "--prompts-file",
+        help="use these prompts (one a line, or .jsonl with a 'prompt' field) instead of random ones "
+        "sized to --prompt-tokens",
+    )
+    parser.add_argument(
         "--ignore-eos", action="store_true", help="vLLM extension: always generate --max-tokens"
     )
     parser.add_argument("--temperature", type=float, help="sampling temperature (default: the server's)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the random prompts (default: a fresh one, reported in the result; a repeated seed "
+        "repeats the prompts, which a prefix cache then serves)",
+    )
     parser.add_argument("--insecure", action="store_true", help="https: do not verify the certificate")
     parser.add_argument("--cafile", help="https: CA bundle")
     parser.add_argument("--plot", metavar="FILE.png", help="write latency histograms (needs the bench extra)")
