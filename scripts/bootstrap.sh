@@ -13,7 +13,8 @@ PYTHON=${PYTHON:-python3.11}
 #   nginx-light    `nginx -t` on rendered configs in the static tier
 #   chromium       the real browser for the chat-page test (driven by Playwright, never downloaded)
 #   openssh-client rsync  how Ansible reaches the lab's hosts and fans out the model
-APT_PACKAGES=(docker.io debootstrap apt-cacher-ng nginx-light chromium fonts-liberation
+#   gpg            signs the stand-in NVIDIA repository of the gpu_stack Molecule scenario
+APT_PACKAGES=(docker.io debootstrap apt-cacher-ng nginx-light chromium fonts-liberation gpg
   openssh-client rsync iproute2 iptables procps curl)
 
 missing=()

@@ -141,7 +141,7 @@ def fake_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     play = (
         "- name: {name}\n  hosts: node1\n  gather_facts: false\n  tasks:\n"
         "    - name: Report {name}\n      ansible.builtin.debug:\n"
-        "        msg: \"check={{{{ ansible_check_mode }}}}"
+        '        msg: "check={{{{ ansible_check_mode }}}}'
         " confirmed={{{{ r1deploy_teardown_confirmed | default('no') }}}}"
         " purge={{{{ r1deploy_teardown_purge | default('no') }}}}\"\n      tags: [tagged]\n"
         "    - name: Untagged {name}\n      ansible.builtin.debug:\n        msg: untagged\n"
