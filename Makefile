@@ -44,6 +44,7 @@ lab-status: bootstrap
 # Benchmarks against a deployed lab (`make demo` first); they report, never assert.
 bench: bootstrap
 	$(R1) bench --inventory inventories/lab
+	$(R1) bench --inventory inventories/lab --via nginx
 	bash scripts/bench_model_fanout.sh inventories/lab
 	$(PY) scripts/bench_wrapper_overhead.py -i inventories/lab
 
