@@ -313,6 +313,10 @@ def test_bench_cli_against_the_lab(deployed_lab: Any, state_dir: Path) -> None:
 def test_bench_agrees_with_vllm_bench_serve(deployed_lab: Any, lab_ansible: Any, tmp_path: Path) -> None:
     head, head_ip = next(iter(deployed_lab.groups["ray_head"].items()))
     (tmp_path / "ab.py").write_text(AB_DRIVER)
+    folder = lab_ansible(
+        head, "-m", "ansible.builtin.file", "-a", "path=/tmp/r1deploy-bench state=directory mode=0700"
+    )
+    assert folder.returncode == 0, folder.stdout + folder.stderr
     for src, dest in ((REPO / "src" / "r1deploy" / "bench.py", "bench.py"), (tmp_path / "ab.py", "ab.py")):
         copy = lab_ansible(
             head, "-m", "ansible.builtin.copy", "-a", f"src={src} dest=/tmp/r1deploy-bench/{dest} mode=0600"
