@@ -23,6 +23,7 @@ from r1deploy.lab.paths import LabError, state_dir
 IMAGE_REPO = "r1deploy-lab-host"
 SOURCES_FILES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
+FALLBACK_SECURITY = "http://deb.debian.org/debian-security"
 
 # Timers and gettys do nothing useful in a container and keep systemd from settling.
 MASKED_UNITS = (
@@ -117,17 +118,18 @@ class Recipe:
         return f"{IMAGE_REPO}:{self.digest()}"
 
 
-def debian_mirror(sources: tuple[Path, ...] = SOURCES_FILES) -> str:
-    """The machine's Debian mirror (deb822 ``URIs:`` or a one-line ``deb`` entry) for the main archive."""
+def debian_mirror(sources: tuple[Path, ...] = SOURCES_FILES, *, security: bool = False) -> str:
+    """The machine's Debian mirror (deb822 ``URIs:`` or a one-line ``deb`` entry): the main archive,
+    or with ``security`` the security archive; the public default when the files name none."""
     for path in sources:
         try:
             text = path.read_text()
         except OSError:
             continue
         for uri in _uris(text):
-            if not uri.rstrip("/").endswith("-security"):
+            if uri.rstrip("/").endswith("-security") == security:
                 return uri.rstrip("/")
-    return FALLBACK_MIRROR
+    return FALLBACK_SECURITY if security else FALLBACK_MIRROR
 
 
 def _uris(text: str) -> list[str]:

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r1deploy.lab import procs
-from r1deploy.lab.image import SOURCES_FILES, _uris, debian_mirror
+from r1deploy.lab.image import SOURCES_FILES, debian_mirror
 from r1deploy.lab.paths import LabError, cache_dir
 
 APT_PORT = 3142
 PIP_PORT = 3143
 APT_PATH = "deb.debian.org/debian"
 SECURITY_PATH = "deb.debian.org/debian-security"
-FALLBACK_SECURITY = "http://deb.debian.org/debian-security"
 
 
 @dataclass(frozen=True)
@@ -47,15 +46,7 @@ def urls(gateway: str) -> MirrorUrls:
 
 
 def security_mirror(sources: tuple[Path, ...] = SOURCES_FILES) -> str:
-    for path in sources:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        for uri in _uris(text):
-            if uri.rstrip("/").endswith("-security"):
-                return uri.rstrip("/")
-    return FALLBACK_SECURITY
+    return debian_mirror(sources, security=True)
 
 
 def acng_config(gateway: str, state: Path, cache: Path, upstream: str, security: str) -> str:
