@@ -12,6 +12,18 @@ import pytest
 
 from r1deploy.planner import MODELS, PlanRequest, from_config, load_gpu, load_model, make_plan, valid_tp_sizes
 from r1deploy.planner import memory as mem
+from r1deploy.planner.plan import (
+    CLI_LABELS,
+    Layout,
+    attention_backend,
+    choose_layout,
+    custom_all_reduce_disabled,
+    executor_backend,
+    read_kv_cache_bytes,
+    read_utilization,
+    resolve_device,
+    vllm_args,
+)
 
 GIB = 1 << 30
 
@@ -417,3 +429,136 @@ def test_replicas_alternative_is_offered_when_the_model_fits_one_node() -> None:
     per_node = [a for a in p["alternatives"] if a["replicas"] == 2 and a["pipeline_parallel_size"] == 1]
     assert per_node and per_node[0]["fits"]
     assert "Throughput" in p["recommendation"] and "Context" in p["recommendation"]
+
+
+# ---- the step functions of make_plan, each with the rule it holds ----------------------------------------
+
+
+def test_device_auto_follows_the_gpu_count_of_the_hosts() -> None:
+    assert resolve_device("auto", 0) == "cpu"  # what r1deploy_gpus.count says on a CPU-only host
+    assert resolve_device("auto", 4) == "gpu"
+    assert resolve_device("auto", False) == "gpu"  # a boolean is not a GPU count
+    assert resolve_device("GPU", 0) == "gpu" and resolve_device(None, 0) == "gpu"
+    assert resolve_device("tpu", 4) is None
+    cpu = plan(
+        model="DeepSeek-R1-Distill-Qwen-1.5B", device="auto", gpus_per_node=0, kv_cache_memory_bytes="4G"
+    )
+    assert cpu["ok"] and cpu["device"] == "cpu" and cpu["distributed_executor_backend"] == "mp"
+    refused = plan(model="DeepSeek-R1-Distill-Qwen-1.5B", device="tpu")
+    assert refused["errors"] == ["device must be gpu, cpu or auto, got 'tpu' [--device]."]
+
+
+def test_executor_backend() -> None:
+    assert executor_backend("cpu", 2, 1) == "mp"  # vLLM's CPU platform refuses Ray
+    assert executor_backend("gpu", 1, 1) == "uni"
+    assert executor_backend("gpu", 1, 2) == "ray" and executor_backend("gpu", 4, 1) == "ray"
+
+
+@pytest.mark.parametrize(
+    ("device", "cc", "wish", "disabled", "attention"),
+    [
+        ("gpu", (7, 0), False, True, "TRITON_ATTN"),  # V100: custom all-reduce hangs, no FlashAttention
+        ("gpu", (7, 5), False, True, "TRITON_ATTN"),  # Turing: no FlashAttention either
+        ("gpu", (8, 0), True, True, None),
+        ("gpu", (9, 0), False, False, None),  # the user's wish decides from 8.0 on
+        ("cpu", None, True, False, None),  # the CPU build has no custom all-reduce
+    ],
+)
+def test_gpu_family_flags(
+    device: str, cc: tuple[int, int] | None, wish: bool, disabled: bool, attention: str | None
+) -> None:
+    assert custom_all_reduce_disabled(device, cc, wish) is disabled
+    assert attention_backend(device, cc) == attention
+
+
+def test_h100_plan_carries_the_users_custom_all_reduce_wish() -> None:
+    """What `r1deploy plan` prints is what the unit gets on every GPU family, not only on Volta."""
+    kw = {"model": "DeepSeek-R1-Distill-Qwen-32B", "gpu": "h100-80gb", "nodes": 1, "gpus_per_node": 4}
+    default = plan(**kw)
+    assert default["ok"] and "--disable-custom-all-reduce" in default["vllm_args"]  # vllm_server's default
+    enabled = plan(**kw, disable_custom_all_reduce=False)
+    assert enabled["ok"] and "--disable-custom-all-reduce" not in enabled["vllm_args"]
+    volta = plan(**{**kw, "gpu": "v100-sxm2-32gb"}, disable_custom_all_reduce=False)
+    assert "--disable-custom-all-reduce" in volta["vllm_args"]  # the Volta rule wins over the wish
+    wrong = plan(**kw, disable_custom_all_reduce="no")
+    assert not wrong["ok"] and "disable custom all-reduce must be true or false" in wrong["errors"][0]
+
+
+def test_vllm_args_keep_their_order() -> None:
+    """A change of order rewrites the unit and restarts vLLM: the order is part of the contract."""
+    args = vllm_args(
+        "gpu",
+        "float16",
+        Layout(4, 2, 1, 2, 4),
+        "ray",
+        max_model_len=32768,
+        gpu_memory_utilization=0.9,
+        max_num_seqs=128,
+        kv_cache_bytes=1 << 30,
+        attention="TRITON_ATTN",
+        disable_custom_all_reduce=True,
+    )
+    assert " ".join(args) == (
+        "--dtype float16 --tensor-parallel-size 4 --pipeline-parallel-size 2 --max-model-len 32768 "
+        "--gpu-memory-utilization 0.9 --max-num-seqs 128 --distributed-executor-backend ray "
+        "--disable-custom-all-reduce --attention-backend TRITON_ATTN --kv-cache-memory-bytes 1073741824"
+    )
+    cpu = vllm_args(
+        "cpu",
+        "bfloat16",
+        Layout(1, 1, 1, 3, 1),
+        "mp",
+        max_model_len=2048,
+        gpu_memory_utilization=0.9,
+        max_num_seqs=16,
+        kv_cache_bytes=None,
+        attention=None,
+        disable_custom_all_reduce=False,
+    )
+    assert "--gpu-memory-utilization" not in cpu and cpu[-2:] == ["--distributed-executor-backend", "mp"]
+
+
+def test_choose_layout_follows_vllms_advice() -> None:
+    qwen32 = load_model("DeepSeek-R1-Distill-Qwen-32B")
+    layout, findings = choose_layout(qwen32, "gpu", 2, 4, None, None, 1, dict(CLI_LABELS))
+    assert (layout.tp, layout.pp, layout.gpus_used, layout.gpus_total) == (4, 2, 8, 8) and findings == []
+    qwen7 = load_model("DeepSeek-R1-Distill-Qwen-7B")  # 28 heads: TP 6 is not valid, 4 is
+    layout, findings = choose_layout(qwen7, "gpu", 1, 6, None, None, 1, dict(CLI_LABELS))
+    assert (layout.tp, layout.pp) == (4, 1) and [f.code for f in findings] == ["tp-below-node"]
+    layout, findings = choose_layout(qwen7, "cpu", 3, 1, None, 2, 1, dict(CLI_LABELS))
+    assert (layout.tp, layout.pp) == (1, 2)
+    assert [f.code for f in findings] == ["cpu-single-node", "cpu-pp-eager"]
+
+
+def test_utilization_and_kv_bytes_are_read_with_their_defaults() -> None:
+    findings: list = []
+    assert read_utilization(None, "x", findings) == 0.9 and read_utilization(1, "x", findings) == 1.0
+    assert (
+        read_kv_cache_bytes("", "y", findings) is None and read_kv_cache_bytes("1G", "y", findings) == 1 << 30
+    )
+    assert findings == []
+    assert read_utilization(True, "x", findings) == 0.9 and read_kv_cache_bytes("lots", "y", findings) is None
+    assert [(f.code, f.subject) for f in findings] == [("utilization", "x"), ("kv-bytes", "y")]
+
+
+def _planner_filter() -> object:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "r1deploy_planner.py"
+    spec = importlib.util.spec_from_file_location("r1deploy_planner_filter", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_filter_keeps_the_vllm_server_role_of_today_working() -> None:
+    """The role of today adds --disable-custom-all-reduce itself when the request lacks the wish; a role
+    that passes the wish (and device auto) gets the unit's whole argument list from the plan."""
+    filt = _planner_filter()
+    old = {"model": "DeepSeek-R1-Distill-Qwen-32B", "device": "gpu", "gpu": "h100-80gb", "gpus_per_node": 4}
+    assert "--disable-custom-all-reduce" not in filt.r1deploy_plan(old)["vllm_args"]  # type: ignore[attr-defined]
+    new = {**old, "device": "auto", "disable_custom_all_reduce": True}
+    assert "--disable-custom-all-reduce" in filt.r1deploy_plan(new)["vllm_args"]  # type: ignore[attr-defined]
+    volta = {**old, "gpu": "v100-sxm2-32gb"}
+    assert "--disable-custom-all-reduce" in filt.r1deploy_plan(volta)["vllm_args"]  # type: ignore[attr-defined]

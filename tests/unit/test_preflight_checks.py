@@ -9,13 +9,24 @@ from typing import Any
 
 import pytest
 
-from r1deploy import gpufacts
+from r1deploy import gpufacts, runtime
 from r1deploy.planner.preflight import (
+    address_findings,
+    ansible_version_findings,
     busy_ports,
     check_hosts,
+    clock_findings,
+    cluster_setting_findings,
     cuda_major,
+    cuda_volta_findings,
+    disk_findings,
+    group_findings,
+    open_modules_setting_findings,
     parse_ip_addr,
     parse_ss_listeners,
+    python_findings,
+    shm_findings,
+    venv_findings,
 )
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia-smi"
@@ -299,7 +310,12 @@ def test_serving_venvs_must_be_identical_after_install() -> None:
         "vllm": "0.18.0",
         "torch": "2.10.0",
     }
-    only(errors(data), "ray differs between the serving venvs", "gpu02=2.59.0")
+    # The rule's one home is r1deploy.runtime.same_versions (the vllm_runtime role runs it too).
+    only(
+        errors(data),
+        "gpu02 has ray 2.59.0 but gpu01 has ray 2.60.0",
+        "every node needs the same serving venv",
+    )
 
 
 def test_disk_for_the_model_and_venv() -> None:
@@ -341,3 +357,96 @@ def test_parsers() -> None:
     assert listeners == [{"port": 8000, "address": "[::]", "process": "python3"}]
     assert busy_ports(listeners, [{"port": "8000", "owners": ["python"]}]) == []
     assert parse_ip_addr(IP_ADDR.format(n=7))["ens1f0"] == ["10.0.0.7"]
+
+
+# ---- the named steps of check_inventory and check_hosts, each with the rule it holds ------------------
+
+
+def codes(findings: list) -> list[tuple[str, str]]:
+    return [(f.code, f.host) for f in findings]
+
+
+def test_ansible_version_floor_and_tested_series() -> None:
+    assert codes(ansible_version_findings("2.18.9")) == [("ansible-version", "controller")]
+    assert codes(ansible_version_findings("2.20.0")) == [("ansible-untested", "controller")]
+    assert ansible_version_findings("2.19.4") == [] and ansible_version_findings("") == []
+
+
+def test_group_contract() -> None:
+    good = {"ray_head": ["g1"], "ray_workers": ["g2"], "gpu_nodes": ["g1", "g2"], "frontend": ["w"]}
+    assert group_findings(good) == []
+    bad = {
+        "ray_head": ["g1", "g2"],
+        "ray_workers": ["g2", "g3"],
+        "gpu_nodes": ["g1", "g2", "g4"],
+        "frontend": [],
+    }
+    assert codes(group_findings(bad)) == [
+        ("ray-head-count", "ray_head"),
+        ("frontend-empty", "frontend"),
+        ("host-two-roles", "g2"),
+        ("not-gpu-node", "g3"),
+        ("gpu-node-no-role", "g4"),
+    ]
+
+
+def test_one_machine_one_name_and_a_node_ip_each() -> None:
+    hosts = {
+        "a": {"ansible_host": "h1", "r1deploy_node_ip": "10.0.0.1"},
+        "b": {"ansible_host": "h1", "r1deploy_node_ip": "10.0.0.300"},
+        "c": {"ansible_host": "h3"},
+    }
+    assert codes(address_findings(["a", "b", "c"], hosts)) == [
+        ("duplicate-address", "b"),
+        ("node-ip-invalid", "b"),
+        ("node-ip-missing", "c"),
+    ]
+
+
+def test_cluster_settings_and_open_modules_from_the_inventory() -> None:
+    hosts = {
+        "g1": {"r1deploy_gpus_per_node": 4},
+        "g2": {"r1deploy_gpus_per_node": 8, "nvidia_driver_flavour": "open"},
+    }
+    assert [f.subject for f in cluster_setting_findings(["g1", "g2"], hosts)] == ["r1deploy_gpus_per_node"]
+    assert codes(open_modules_setting_findings("7.0", ["g1", "g2"], hosts)) == [("open-modules-volta", "g2")]
+    assert open_modules_setting_findings("7.5", ["g1", "g2"], hosts) == []  # Turing has GSP
+    assert open_modules_setting_findings(None, ["g1", "g2"], hosts) == []
+
+
+def test_python_must_match_and_be_in_vllms_range() -> None:
+    assert python_findings({"g1": "3.11.2", "g2": "3.11.9"}) == []
+    assert codes(python_findings({"g1": "3.11.2", "g2": "3.12.1"})) == [("python-differs", "gpu_nodes")]
+    assert codes(python_findings({"g1": "3.9.18"})) == [("python-range", "g1")]
+
+
+def test_disk_needs_are_summed_per_mount() -> None:
+    mounts = [{"mount": "/", "size_available": 20 * GIB}, {"mount": "/srv", "size_available": 80 * GIB}]
+    need = {"/srv/models": 70 * GIB, "/opt/r1deploy/venv": 12 * GIB}
+    assert disk_findings("g1", {"mounts": mounts}, need) == []
+    need["/var/tmp/other"] = 10 * GIB  # same mount as the venv: 22 GiB on /, 20 free
+    assert codes(disk_findings("g1", {"mounts": mounts}, need)) == [("disk", "g1")]
+    assert codes(disk_findings("g1", {"mounts": []}, {"/x": 1})) == [("disk-unknown", "g1")]
+
+
+def test_shm_and_clock() -> None:
+    small = {"min_shm_mib": 1024, "mounts": [{"mount": "/dev/shm", "size_total": 64 << 20}]}
+    assert codes(shm_findings("g1", small)) == [("shm-small", "g1")]
+    assert shm_findings("g1", {**small, "shm_bytes": 2 << 30}) == []
+    assert codes(clock_findings("g1", {"clock_skew_s": -11.0, "ntp_synchronized": False}, 10)) == [
+        ("clock-skew", "g1"),
+        ("ntp-off", "g1"),
+    ]
+
+
+def test_identical_venvs_come_from_the_runtime_rule() -> None:
+    same = {"python": "3.12.3", "torch": "2.10.0", "vllm": "0.18.0", "ray": "2.60.0"}
+    assert venv_findings({"g1": same, "g2": dict(same)}) == []
+    found = venv_findings({"g1": same, "g2": {**same, "vllm": "0.19.0"}})
+    assert [f.message for f in found] == runtime.same_versions({"g1": same, "g2": {**same, "vllm": "0.19.0"}})
+
+
+def test_cuda13_is_refused_only_on_volta() -> None:
+    report = {"gpus": gpus(), "cuda_versions": {"/usr/local/cuda/version.json": "13.0.1"}}
+    assert codes(cuda_volta_findings("g1", report)) == [("cuda13-volta", "g1")]
+    assert cuda_volta_findings("g1", {**report, "cuda_versions": {"x": "12.8"}}) == []

@@ -11,6 +11,36 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+CC = tuple[int, int]
+
+# Compute-capability thresholds: the one home of each (plan, preflight and, through the names below,
+# runtime and gpustack import them; tests/static/test_static.py refuses a new literal elsewhere).
+# vLLM's floor: no release runs below 7.0 (vllm/platforms/cuda.py; research section 1.1).
+MIN_CC: CC = (7, 0)
+# The first compute capability that is not Volta (Turing). Below it: no Marlin kernels (AWQ, GPTQ
+# Marlin, FP8 weight-only need 7.5), no GSP so no NVIDIA open kernel modules, no sm_70 code in CUDA 13 or
+# current vLLM/PyTorch wheels (research sections 1.4 and 2.1).
+VOLTA_MAX_CC: CC = (7, 5)
+MARLIN_MIN_CC: CC = VOLTA_MAX_CC
+OPEN_MODULES_MIN_CC: CC = VOLTA_MAX_CC
+# Ampere: bfloat16 (CUDA supported_dtypes, vllm/platforms/cuda.py) and FlashAttention need sm80; below it
+# the plan forces --disable-custom-all-reduce and TRITON_ATTN, and MLA models are refused.
+AMPERE_MIN_CC: CC = (8, 0)
+BF16_MIN_CC: CC = AMPERE_MIN_CC
+FLASH_ATTENTION_MIN_CC: CC = AMPERE_MIN_CC
+# Native FP8 tensor cores (Ada, Hopper); below it vLLM runs FP8 checkpoints weight-only via Marlin.
+FP8_NATIVE_MIN_CC: CC = (8, 9)
+# The MLA fast paths (FlashMLA) need SM90.
+MLA_FAST_MIN_CC: CC = (9, 0)
+# Minimums of vLLM's plain GPTQ and bitsandbytes quantization configs (get_min_capability).
+GPTQ_MIN_CC: CC = (6, 0)
+BITSANDBYTES_MIN_CC: CC = (7, 0)
+
+
+def is_volta(cc: CC) -> bool:
+    """Volta-class for the serving stack: below :data:`VOLTA_MAX_CC` (V100 is 7.0)."""
+    return cc < VOLTA_MAX_CC
+
 
 class GpuError(ValueError):
     """An unknown GPU name."""
@@ -66,7 +96,7 @@ GPUS: dict[str, GpuSpec] = {
 }
 
 
-def parse_cc(value: str | float | int) -> tuple[int, int]:
+def parse_cc(value: str | float | int) -> CC:
     """ "7.0" / 7.0 / "sm_70" / "70" -> (7, 0)."""
     text = str(value).strip().lower().removeprefix("sm_")
     m = re.fullmatch(r"(\d+)\.(\d+)", text)

@@ -8,18 +8,39 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from r1deploy.planner import memory as mem
 from r1deploy.planner.findings import Finding
-from r1deploy.planner.gpus import GpuError, GpuSpec, architecture_for_cc, load_gpu, parse_cc
+from r1deploy.planner.gpus import (
+    AMPERE_MIN_CC,
+    BF16_MIN_CC,
+    BITSANDBYTES_MIN_CC,
+    CC,
+    FLASH_ATTENTION_MIN_CC,
+    FP8_NATIVE_MIN_CC,
+    GPTQ_MIN_CC,
+    MARLIN_MIN_CC,
+    MIN_CC,
+    MLA_FAST_MIN_CC,
+    GpuError,
+    GpuSpec,
+    architecture_for_cc,
+    load_gpu,
+    parse_cc,
+)
 from r1deploy.planner.models import ModelError, ModelSpec, load_model, normalise_dtype
 
 # Defaults of the reference launch (shared/reference/mission.md) and of the vllm_server role.
 DEFAULT_MAX_MODEL_LEN = 32768
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
 DEFAULT_MAX_NUM_SEQS = 128
+# The reference launch passes --disable-custom-all-reduce on every GPU; so does vllm_server by default.
+DEFAULT_DISABLE_CUSTOM_ALL_REDUCE = True
+# gpu, cpu (vLLM's CPU build); a request may also say auto (see resolve_device).
+DEVICES = ("gpu", "cpu")
 
 # How each input is named to the user. The CLI names flags; Ansible names inventory variables.
 CLI_LABELS: dict[str, str] = {
@@ -38,6 +59,7 @@ CLI_LABELS: dict[str, str] = {
     "compute_capability": "--compute-capability",
     "gpu_memory_mib": "--gpu-memory-mib",
     "kv_cache_memory_bytes": "--kv-cache-memory-bytes",
+    "disable_custom_all_reduce": "--enable-custom-all-reduce",
 }
 ANSIBLE_LABELS: dict[str, str] = {
     "model": "r1deploy_model",
@@ -55,6 +77,7 @@ ANSIBLE_LABELS: dict[str, str] = {
     "compute_capability": "r1deploy_gpus.devices[].compute_capability",
     "gpu_memory_mib": "r1deploy_gpus.devices[].memory_mib",
     "kv_cache_memory_bytes": "vllm_server_kv_cache_memory_bytes",
+    "disable_custom_all_reduce": "vllm_server_disable_custom_all_reduce",
 }
 
 
@@ -75,6 +98,8 @@ class PlanRequest:
     compute_capability: str | None = None
     gpu_memory_mib: int | None = None
     kv_cache_memory_bytes: int | str | None = None
+    # The user's wish for GPUs of compute capability 8.0+ (below it custom all-reduce is always off).
+    disable_custom_all_reduce: bool | None = None
     labels: dict[str, str] = field(default_factory=lambda: dict(CLI_LABELS))
 
     @classmethod
@@ -154,7 +179,7 @@ def _resolve_dtype(
     requested: str | None,
     model: ModelSpec,
     device: str,
-    cc: tuple[int, int] | None,
+    cc: CC | None,
     label: str,
     gpu_name: str,
 ) -> tuple[str, list[Finding]]:
@@ -165,7 +190,7 @@ def _resolve_dtype(
     all three (vllm/platforms/cpu.py). An explicit bfloat16 below cc 8.0 stops vLLM with "Bfloat16 is
     only supported on GPUs with compute capability of at least 8.0" (check_if_supports_dtype)."""
     findings: list[Finding] = []
-    if device == "cpu" or cc is None or cc >= (8, 0):
+    if device == "cpu" or cc is None or cc >= BF16_MIN_CC:
         supported = ["bfloat16", "float16", "float32"]
     else:
         supported = ["float16", "float32"]
@@ -192,14 +217,14 @@ def _resolve_dtype(
     return requested, findings
 
 
-def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> list[Finding]:
+def _quant_findings(model: ModelSpec, cc: CC, gpu_name: str) -> list[Finding]:
     """Which checkpoints the card cannot run (minimum compute capabilities from each vLLM quantization
     config's get_min_capability and shared research section 1.4)."""
     out: list[Finding] = []
     q = model.quantization
     cc_text = f"{cc[0]}.{cc[1]}"
     if q is not None:
-        if q.is_fp8 and cc < (7, 5):
+        if q.is_fp8 and cc < MARLIN_MIN_CC:
             out.append(
                 Finding(
                     "error",
@@ -211,7 +236,7 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                     "use an fp16/bf16 or GPTQ checkpoint, or FP8-capable GPUs (L40S, H100, H200)",
                 )
             )
-        elif q.is_fp8 and cc < (8, 9):
+        elif q.is_fp8 and cc < FP8_NATIVE_MIN_CC:
             out.append(
                 Finding(
                     "warning",
@@ -220,7 +245,7 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                     "checkpoint weight-only through FP8 Marlin (slower than native FP8 on 8.9+)",
                 )
             )
-        if q.method == "awq" and cc < (7, 5):
+        if q.method == "awq" and cc < MARLIN_MIN_CC:
             out.append(
                 Finding(
                     "error",
@@ -232,7 +257,7 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                     "use a GPTQ (int4/int8) or an fp16 checkpoint on Volta",
                 )
             )
-        if q.method == "gptq" and cc < (7, 5):
+        if q.method == "gptq" and cc < MARLIN_MIN_CC:
             out.append(
                 Finding(
                     "warning",
@@ -241,10 +266,12 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                     "(GPTQ Marlin needs 7.5)",
                 )
             )
-        if (q.method == "gptq" and cc < (6, 0)) or (q.method == "bitsandbytes" and cc < (7, 0)):
+        if (q.method == "gptq" and cc < GPTQ_MIN_CC) or (
+            q.method == "bitsandbytes" and cc < BITSANDBYTES_MIN_CC
+        ):
             out.append(Finding("error", "quant-unsupported", f"{q.method} needs a newer GPU than {gpu_name}"))
     if model.is_mla:
-        if cc < (8, 0):
+        if cc < AMPERE_MIN_CC:
             out.append(
                 Finding(
                     "error",
@@ -260,7 +287,7 @@ def _quant_findings(model: ModelSpec, cc: tuple[int, int], gpu_name: str) -> lis
                     "serve a DeepSeek-R1-Distill model (Qwen-32B or Llama-70B) on V100s",
                 )
             )
-        elif cc < (9, 0):
+        elif cc < MLA_FAST_MIN_CC:
             out.append(
                 Finding(
                     "warning",
@@ -362,17 +389,88 @@ def _check_int(findings: list[Finding], value: Any, key: str, label: str, minimu
 
 
 def make_plan(req: PlanRequest) -> dict[str, Any]:
-    """Validate the request, choose the layout, size the memory; return the plan dictionary."""
+    """Validate the request, choose the layout, size the memory; return the plan dictionary.
+
+    Each step is a function below, in the order it runs; the plan stops after the inputs and after the
+    layout when a step found an error (later steps would only repeat it)."""
     lab = {**CLI_LABELS, **req.labels}
     findings: list[Finding] = []
-    out: dict[str, Any] = {
+    out = _empty_plan(req.device)
+    device = resolve_device(req.device, req.gpus_per_node)
+    if device is None:
+        findings.append(
+            Finding("error", "device", f"device must be gpu, cpu or auto, got {req.device!r}", lab["device"])
+        )
+        return _finish(out, findings)
+    out["device"] = device
+    inputs = _read_inputs(req, device, lab, findings)
+    hw = _identify_hardware(req, device, inputs.gpu_memory_mib, lab, findings)
+    if hw.cc is not None:
+        out["gpu"] = _gpu_summary(hw)
+        findings += _compute_capability_findings(hw, lab)
+    model = inputs.model
+    if model is None or inputs.nodes is None or inputs.gpus_per_node is None or _has_error(findings):
+        return _finish(out, findings)
+
+    out["model"] = _model_summary(model)
+    findings += _architecture_findings(model, lab)
+    dtype, dtype_findings = _resolve_dtype(inputs.dtype, model, device, hw.cc, lab["dtype"], hw.name)
+    findings += dtype_findings
+    out["dtype"] = dtype
+    findings += _gpu_checkpoint_findings(model, dtype, device, hw)
+    findings += _max_model_len_findings(model, inputs.max_model_len, lab)
+
+    layout, layout_findings = choose_layout(
+        model, device, inputs.nodes, inputs.gpus_per_node, inputs.tp, inputs.pp, inputs.replicas, lab
+    )
+    findings += layout_findings
+    out.update(_layout_summary(layout, device))
+    findings += _layout_findings(model, layout, device, lab)
+    if _has_error(findings):
+        return _finish(out, findings)
+
+    evaluate = _evaluator(model, dtype, device, hw, inputs)
+    ev = evaluate(layout.tp, layout.pp)
+    out.update(_memory_summary(ev, inputs, device, hw))
+    findings += _memory_findings(model, dtype, ev, layout, inputs, device, hw, lab)
+    findings += _volta_seqs_findings(device, hw.cc, inputs.max_num_seqs, lab)
+
+    backend = executor_backend(device, layout.tp, layout.pp)
+    out["distributed_executor_backend"] = backend
+    disabled = custom_all_reduce_disabled(device, hw.cc, inputs.disable_custom_all_reduce)
+    out["vllm_args"] = vllm_args(
+        device,
+        dtype,
+        layout,
+        backend,
+        max_model_len=inputs.max_model_len,
+        gpu_memory_utilization=inputs.gpu_memory_utilization,
+        max_num_seqs=inputs.max_num_seqs,
+        kv_cache_bytes=inputs.kv_cache_bytes,
+        attention=attention_backend(device, hw.cc),
+        disable_custom_all_reduce=disabled,
+    )
+
+    if device == "gpu" and ev.memory_rule and inputs.kv_cache_bytes is None:
+        out["alternatives"], out["recommendation"] = _alternatives(
+            model, layout.nodes, layout.gpus_per_node, layout.tp, layout.pp, ev, evaluate
+        )
+    return _finish(out, findings)
+
+
+# ---- the plan dictionary -----------------------------------------------------------------------------
+
+
+def _empty_plan(device: str) -> dict[str, Any]:
+    """The keys every plan has, in the order the JSON output shows them."""
+    return {
         "ok": False,
         "errors": [],
         "warnings": [],
         "findings": [],
         "model": None,
         "gpu": None,
-        "device": req.device,
+        "device": device,
         "dtype": None,
         "tensor_parallel_size": None,
         "pipeline_parallel_size": None,
@@ -386,25 +484,57 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
         "distributed_executor_backend": None,
     }
 
-    def finish() -> dict[str, Any]:
-        out["findings"] = [f.as_dict() for f in findings]
-        out["errors"] = [f.text for f in findings if f.severity == "error"]
-        out["warnings"] = [f.text for f in findings if f.severity != "error"]
-        out["ok"] = not out["errors"]
-        if not out["ok"]:
-            out["vllm_args"] = []
-        return out
 
-    # ---- inputs -----------------------------------------------------------------------------------
-    device = str(req.device or "gpu").lower()
-    if device not in ("gpu", "cpu"):
-        findings.append(
-            Finding("error", "device", f"device must be gpu or cpu, got {req.device!r}", lab["device"])
-        )
-        return finish()
-    out["device"] = device
+def _has_error(findings: list[Finding]) -> bool:
+    return any(f.severity == "error" for f in findings)
+
+
+def _finish(out: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
+    """Findings into the plan; an invalid plan has no vLLM arguments (nothing may start from it)."""
+    out["findings"] = [f.as_dict() for f in findings]
+    out["errors"] = [f.text for f in findings if f.severity == "error"]
+    out["warnings"] = [f.text for f in findings if f.severity != "error"]
+    out["ok"] = not out["errors"]
+    if not out["ok"]:
+        out["vllm_args"] = []
+    return out
+
+
+# ---- step 1: the inputs ------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | None, gpus_per_node: Any) -> str | None:
+    """gpu or cpu as asked; ``auto`` picks cpu where the hosts report no GPU (GPUs per node 0, what the
+    ``r1deploy_gpus`` fact says on a CPU-only host) and gpu otherwise. None for anything else."""
+    name = str(device or "gpu").lower()
+    if name == "auto":
+        no_gpu = isinstance(gpus_per_node, int) and not isinstance(gpus_per_node, bool) and gpus_per_node == 0
+        return "cpu" if no_gpu else "gpu"
+    return name if name in DEVICES else None
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The request after the type and range checks (None where a check failed; defaults filled in)."""
+
+    model: ModelSpec | None
+    nodes: int | None
+    gpus_per_node: int | None
+    tp: int | None
+    pp: int | None
+    replicas: int
+    max_model_len: int
+    max_num_seqs: int
+    gpu_memory_mib: int | None
+    gpu_memory_utilization: float
+    dtype: str | None  # normalised; None means auto
+    kv_cache_bytes: int | None
+    disable_custom_all_reduce: bool
+
+
+def _read_inputs(req: PlanRequest, device: str, lab: dict[str, str], findings: list[Finding]) -> _Inputs:
     try:
-        model = load_model(req.model)
+        model: ModelSpec | None = load_model(req.model)
     except ModelError as exc:
         findings.append(Finding("error", "model-unknown", str(exc), lab["model"]))
         model = None
@@ -412,103 +542,182 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
     # A CPU-only host reports 0 GPUs: on device cpu the value only counts worker slots (>= 1).
     gpn_min = 0 if device == "cpu" else 1
     gpn = _check_int(findings, req.gpus_per_node, "GPUs per node", lab["gpus_per_node"], gpn_min)
-    gpn = max(gpn, 1) if gpn is not None else None
-    tp_in = _check_int(findings, req.tp, "tensor parallel size", lab["tp"])
-    pp_in = _check_int(findings, req.pp, "pipeline parallel size", lab["pp"])
+    tp = _check_int(findings, req.tp, "tensor parallel size", lab["tp"])
+    pp = _check_int(findings, req.pp, "pipeline parallel size", lab["pp"])
     replicas = _check_int(findings, req.replicas, "replicas", lab["replicas"]) or 1
     max_len = _check_int(findings, req.max_model_len, "max model length", lab["max_model_len"])
     seqs = _check_int(findings, req.max_num_seqs, "max num seqs", lab["max_num_seqs"])
     gpu_mib = _check_int(findings, req.gpu_memory_mib, "GPU memory (MiB)", lab["gpu_memory_mib"])
-    max_len = max_len or DEFAULT_MAX_MODEL_LEN
-    seqs = seqs or DEFAULT_MAX_NUM_SEQS
-    util = req.gpu_memory_utilization
-    if util is None:
-        util = DEFAULT_GPU_MEMORY_UTILIZATION
-    elif isinstance(util, bool) or not isinstance(util, int | float) or not 0 < float(util) <= 1:
+    util = read_utilization(req.gpu_memory_utilization, lab["gpu_memory_utilization"], findings)
+    try:
+        dtype = normalise_dtype(req.dtype)
+    except (ValueError, TypeError) as exc:
+        findings.append(Finding("error", "dtype", str(exc), lab["dtype"]))
+        dtype = None
+    kv_bytes = read_kv_cache_bytes(req.kv_cache_memory_bytes, lab["kv_cache_memory_bytes"], findings)
+    disable_car = _check_bool(
+        findings,
+        req.disable_custom_all_reduce,
+        "disable custom all-reduce",
+        lab["disable_custom_all_reduce"],
+        DEFAULT_DISABLE_CUSTOM_ALL_REDUCE,
+    )
+    return _Inputs(
+        model=model,
+        nodes=nodes,
+        gpus_per_node=max(gpn, 1) if gpn is not None else None,
+        tp=tp,
+        pp=pp,
+        replicas=replicas,
+        max_model_len=max_len or DEFAULT_MAX_MODEL_LEN,
+        max_num_seqs=seqs or DEFAULT_MAX_NUM_SEQS,
+        gpu_memory_mib=gpu_mib,
+        gpu_memory_utilization=util,
+        dtype=dtype,
+        kv_cache_bytes=kv_bytes,
+        disable_custom_all_reduce=disable_car,
+    )
+
+
+def read_utilization(value: Any, label: str, findings: list[Finding]) -> float:
+    """--gpu-memory-utilization: a number in (0, 1]; the default when absent or wrong (then an error)."""
+    if value is None:
+        return DEFAULT_GPU_MEMORY_UTILIZATION
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < float(value) <= 1:
         findings.append(
             Finding(
                 "error",
                 "utilization",
-                f"GPU memory utilization must be a number in (0, 1], got {type(util).__name__} {util!r}",
-                lab["gpu_memory_utilization"],
+                f"GPU memory utilization must be a number in (0, 1], got {type(value).__name__} {value!r}",
+                label,
                 "e.g. 0.90",
             )
         )
-        util = DEFAULT_GPU_MEMORY_UTILIZATION
-    util = float(util)
-    try:
-        dtype_req = normalise_dtype(req.dtype)
-    except (ValueError, TypeError) as exc:
-        findings.append(Finding("error", "dtype", str(exc), lab["dtype"]))
-        dtype_req = None
-    kv_bytes: int | None = None
-    if req.kv_cache_memory_bytes not in (None, "", 0):
-        try:
-            kv_bytes = _parse_bytes(req.kv_cache_memory_bytes)  # type: ignore[arg-type]
-        except ValueError as exc:
-            findings.append(Finding("error", "kv-bytes", str(exc), lab["kv_cache_memory_bytes"]))
+        return DEFAULT_GPU_MEMORY_UTILIZATION
+    return float(value)
 
-    gpu: GpuSpec | None = None
-    cc: tuple[int, int] | None = None
-    gpu_name = "CPU"
-    if device == "gpu":
-        if req.gpu not in (None, ""):
-            try:
-                gpu = load_gpu(str(req.gpu))
-                cc = gpu.cc_tuple
-                gpu_name = gpu.smi_names[0]
-                gpu_mib = gpu_mib or gpu.memory_mib
-            except GpuError as exc:
-                findings.append(Finding("error", "gpu-unknown", str(exc), lab["gpu"]))
-        if req.compute_capability not in (None, ""):
-            try:
-                cc = parse_cc(str(req.compute_capability))
-            except ValueError as exc:
-                findings.append(Finding("error", "cc", str(exc), lab["compute_capability"]))
-        if req.gpu in (None, "") and cc is None:
-            findings.append(
-                Finding(
-                    "error",
-                    "gpu-missing",
-                    "no GPU model given for a GPU plan",
-                    lab["gpu"],
-                    "name the GPU (e.g. v100-sxm2-32gb), or use device cpu for a CPU-only site",
-                )
-            )
-        if gpu is None and cc is not None and not gpu_mib:
-            findings.append(
-                Finding("error", "gpu-memory-missing", "GPU memory unknown", lab["gpu_memory_mib"])
-            )
-        if gpu is None and cc is not None:
-            gpu_name = f"GPU (compute capability {cc[0]}.{cc[1]})"
-    elif req.gpu not in (None, ""):
+
+def read_kv_cache_bytes(value: Any, label: str, findings: list[Finding]) -> int | None:
+    """--kv-cache-memory-bytes: None when absent ("" and 0 too), else bytes (an error when unreadable)."""
+    if value in (None, "", 0):
+        return None
+    try:
+        return _parse_bytes(value)
+    except ValueError as exc:
+        findings.append(Finding("error", "kv-bytes", str(exc), label))
+        return None
+
+
+def _check_bool(findings: list[Finding], value: Any, key: str, label: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
         findings.append(
             Finding(
-                "warning", "cpu-ignores-gpu", f"device cpu: the GPU model {req.gpu!r} is ignored", lab["gpu"]
+                "error",
+                "type-bool",
+                f"{key} must be true or false, got {type(value).__name__} {value!r}",
+                label,
+                "" if label.startswith("-") else f"write {label}: true or false without quotes",
             )
         )
-    if cc is not None:
-        out["gpu"] = {
-            "name": gpu.name if gpu else None,
-            "nvidia_smi_name": gpu_name,
-            "compute_capability": f"{cc[0]}.{cc[1]}",
-            "architecture": architecture_for_cc(f"{cc[0]}.{cc[1]}"),
-            "memory_mib": gpu_mib,
-        }
-        if cc < (7, 0):
+        return default
+    return value
+
+
+# ---- step 2: the GPU ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Hardware:
+    """What the plan knows of the accelerator: the registry entry, compute capability, name, memory."""
+
+    gpu: GpuSpec | None = None
+    cc: CC | None = None
+    name: str = "CPU"  # nvidia-smi's name, or a description when only the capability is known
+    memory_mib: int | None = None
+
+
+def _identify_hardware(
+    req: PlanRequest, device: str, gpu_mib: int | None, lab: dict[str, str], findings: list[Finding]
+) -> _Hardware:
+    """The GPU from the registry name, with the compute capability overridable (the hosts' facts)."""
+    if device != "gpu":
+        if req.gpu not in (None, ""):
             findings.append(
                 Finding(
-                    "error",
-                    "cc-too-old",
-                    f"vLLM needs compute capability 7.0 or higher; {gpu_name} has {cc[0]}.{cc[1]}",
+                    "warning",
+                    "cpu-ignores-gpu",
+                    f"device cpu: the GPU model {req.gpu!r} is ignored",
                     lab["gpu"],
-                    "use V100 or newer GPUs",
                 )
             )
-    if model is None or nodes is None or gpn is None or any(f.severity == "error" for f in findings):
-        return finish()
+        return _Hardware(memory_mib=gpu_mib)
+    gpu: GpuSpec | None = None
+    cc: CC | None = None
+    name = "CPU"
+    if req.gpu not in (None, ""):
+        try:
+            gpu = load_gpu(str(req.gpu))
+            cc = gpu.cc_tuple
+            name = gpu.smi_names[0]
+            gpu_mib = gpu_mib or gpu.memory_mib
+        except GpuError as exc:
+            findings.append(Finding("error", "gpu-unknown", str(exc), lab["gpu"]))
+    if req.compute_capability not in (None, ""):
+        try:
+            cc = parse_cc(str(req.compute_capability))
+        except ValueError as exc:
+            findings.append(Finding("error", "cc", str(exc), lab["compute_capability"]))
+    if req.gpu in (None, "") and cc is None:
+        findings.append(
+            Finding(
+                "error",
+                "gpu-missing",
+                "no GPU model given for a GPU plan",
+                lab["gpu"],
+                "name the GPU (e.g. v100-sxm2-32gb), or use device cpu for a CPU-only site",
+            )
+        )
+    if gpu is None and cc is not None and not gpu_mib:
+        findings.append(Finding("error", "gpu-memory-missing", "GPU memory unknown", lab["gpu_memory_mib"]))
+    if gpu is None and cc is not None:
+        name = f"GPU (compute capability {cc[0]}.{cc[1]})"
+    return _Hardware(gpu, cc, name, gpu_mib)
 
-    out["model"] = {
+
+def _gpu_summary(hw: _Hardware) -> dict[str, Any]:
+    assert hw.cc is not None
+    cc = f"{hw.cc[0]}.{hw.cc[1]}"
+    return {
+        "name": hw.gpu.name if hw.gpu else None,
+        "nvidia_smi_name": hw.name,
+        "compute_capability": cc,
+        "architecture": architecture_for_cc(cc),
+        "memory_mib": hw.memory_mib,
+    }
+
+
+def _compute_capability_findings(hw: _Hardware, lab: dict[str, str]) -> list[Finding]:
+    if hw.cc is None or hw.cc >= MIN_CC:
+        return []
+    return [
+        Finding(
+            "error",
+            "cc-too-old",
+            f"vLLM needs compute capability {MIN_CC[0]}.{MIN_CC[1]} or higher; {hw.name} has "
+            f"{hw.cc[0]}.{hw.cc[1]}",
+            lab["gpu"],
+            "use V100 or newer GPUs",
+        )
+    ]
+
+
+# ---- step 3: the model on this GPU -------------------------------------------------------------------
+
+
+def _model_summary(model: ModelSpec) -> dict[str, Any]:
+    return {
         "name": model.name,
         "architecture": model.architecture,
         "source": model.source,
@@ -523,51 +732,91 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
         "head_dim": model.head_dim,
         "max_position_embeddings": model.derived_max_model_len,
     }
-    if model.architecture not in _KNOWN_ARCHS:
-        findings.append(
+
+
+def _architecture_findings(model: ModelSpec, lab: dict[str, str]) -> list[Finding]:
+    if model.architecture in _KNOWN_ARCHS:
+        return []
+    return [
+        Finding(
+            "warning",
+            "arch-unverified",
+            f"{model.architecture} is not one of the architectures these rules were written for "
+            f"({', '.join(sorted(_KNOWN_ARCHS))}); sizes assume a Llama-style decoder",
+            lab["model"],
+        )
+    ]
+
+
+def _gpu_checkpoint_findings(model: ModelSpec, dtype: str, device: str, hw: _Hardware) -> list[Finding]:
+    """What the GPU cannot run of the checkpoint (quantization, MLA) and the bf16 -> fp16 cast."""
+    if device != "gpu" or hw.cc is None:
+        return []
+    out = _quant_findings(model, hw.cc, hw.name)
+    if dtype == "float16" and model.torch_dtype == "bfloat16":
+        out.append(
             Finding(
                 "warning",
-                "arch-unverified",
-                f"{model.architecture} is not one of the architectures these rules were written for "
-                f"({', '.join(sorted(_KNOWN_ARCHS))}); sizes assume a Llama-style decoder",
-                lab["model"],
+                "fp16-from-bf16",
+                f"serving a bfloat16 checkpoint in float16 (compute capability {hw.cc[0]}.{hw.cc[1]}): "
+                "values beyond the fp16 range overflow; the deploy's smoke test rejects degenerate "
+                "output",
             )
         )
+    return out
 
-    # ---- dtype ------------------------------------------------------------------------------------
-    dtype, fs = _resolve_dtype(dtype_req, model, device, cc, lab["dtype"], gpu_name)
-    findings += fs
-    out["dtype"] = dtype
-    if device == "gpu" and cc is not None:
-        findings += _quant_findings(model, cc, gpu_name)
-        if dtype == "float16" and model.torch_dtype == "bfloat16":
-            findings.append(
-                Finding(
-                    "warning",
-                    "fp16-from-bf16",
-                    f"serving a bfloat16 checkpoint in float16 (compute capability {cc[0]}.{cc[1]}): "
-                    "values beyond the fp16 range overflow; the deploy's smoke test rejects degenerate "
-                    "output",
-                )
-            )
 
-    # ---- max model len ----------------------------------------------------------------------------
+def _max_model_len_findings(model: ModelSpec, max_len: int, lab: dict[str, str]) -> list[Finding]:
+    """vllm/config/model.py _get_and_verify_max_len: no longer than the model's context."""
     derived = model.derived_max_model_len
-    if max_len > derived:
-        # vllm/config/model.py _get_and_verify_max_len
-        findings.append(
-            Finding(
-                "error",
-                "max-model-len",
-                f"max model length {max_len} is greater than {model.name}'s maximum context {derived}",
-                lab["max_model_len"],
-                f"set it to {derived} or less (R1 traces need about 32768)",
-            )
+    if max_len <= derived:
+        return []
+    return [
+        Finding(
+            "error",
+            "max-model-len",
+            f"max model length {max_len} is greater than {model.name}'s maximum context {derived}",
+            lab["max_model_len"],
+            f"set it to {derived} or less (R1 traces need about 32768)",
         )
+    ]
 
-    # ---- layout -----------------------------------------------------------------------------------
-    total = nodes * gpn
-    out["gpus_total"] = total if device == "gpu" else None
+
+# ---- step 4: the layout ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """TP x PP x replicas over nodes x GPUs per node."""
+
+    tp: int
+    pp: int
+    replicas: int
+    nodes: int
+    gpus_per_node: int
+
+    @property
+    def gpus_total(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def gpus_used(self) -> int:
+        return self.tp * self.pp * self.replicas
+
+
+def choose_layout(
+    model: ModelSpec,
+    device: str,
+    nodes: int,
+    gpn: int,
+    tp_in: int | None,
+    pp_in: int | None,
+    replicas: int,
+    lab: dict[str, str],
+) -> tuple[Layout, list[Finding]]:
+    """TP and PP as asked, else vLLM's advice: TP = the largest valid size within a node, PP = nodes
+    (fewer when replicas share the cluster; never more stages than layers). CPU: 1 x 1 unless asked."""
+    findings: list[Finding] = []
     if device == "cpu":
         tp = tp_in or 1
         pp = pp_in or 1
@@ -587,33 +836,54 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
                     "warning", "cpu-pp-eager", "CPU pipeline parallelism works only without --enforce-eager"
                 )
             )
+        return Layout(tp, pp, replicas, nodes, gpn), findings
+    valid_in_node = valid_tp_sizes(model, gpn)
+    tp = tp_in if tp_in is not None else max(valid_in_node or [1])
+    if pp_in is None:
+        pp = nodes if tp_in is None and tp <= gpn else max(1, nodes * gpn // (tp * replicas))
+        pp = min(pp, model.num_hidden_layers)
     else:
-        valid_in_node = valid_tp_sizes(model, gpn)
-        tp = tp_in if tp_in is not None else max(valid_in_node or [1])
-        if pp_in is None:
-            pp = nodes if tp_in is None and tp <= gpn else max(1, total // (tp * replicas))
-            pp = min(pp, model.num_hidden_layers)
-        else:
-            pp = pp_in
-        if tp_in is None and tp < gpn:
-            findings.append(
-                Finding(
-                    "warning",
-                    "tp-below-node",
-                    f"TP {tp} is the largest size ≤ {gpn} that {model.name} allows "
-                    f"(valid: {', '.join(map(str, valid_in_node))}); {gpn - tp} GPU(s) per node stay idle",
-                    lab["tp"],
-                )
+        pp = pp_in
+    if tp_in is None and tp < gpn:
+        findings.append(
+            Finding(
+                "warning",
+                "tp-below-node",
+                f"TP {tp} is the largest size ≤ {gpn} that {model.name} allows "
+                f"(valid: {', '.join(map(str, valid_in_node))}); {gpn - tp} GPU(s) per node stay idle",
+                lab["tp"],
             )
-    out["tensor_parallel_size"] = tp
-    out["pipeline_parallel_size"] = pp
-    out["replicas"] = replicas
-    used = tp * pp * replicas
-    out["gpus_used"] = used if device == "gpu" else 0
+        )
+    return Layout(tp, pp, replicas, nodes, gpn), findings
 
+
+def _layout_summary(layout: Layout, device: str) -> dict[str, Any]:
+    gpu = device == "gpu"
+    return {
+        "gpus_total": layout.gpus_total if gpu else None,
+        "tensor_parallel_size": layout.tp,
+        "pipeline_parallel_size": layout.pp,
+        "replicas": layout.replicas,
+        "gpus_used": layout.gpus_used if gpu else 0,
+    }
+
+
+def _layout_findings(model: ModelSpec, layout: Layout, device: str, lab: dict[str, str]) -> list[Finding]:
+    """The layout against the model (heads, layers) and, on GPUs, against the cluster."""
+    out = _model_layout_findings(model, layout, device, lab)
+    if device == "gpu":
+        out += _cluster_layout_findings(model, layout, lab)
+    return out
+
+
+def _model_layout_findings(
+    model: ModelSpec, layout: Layout, device: str, lab: dict[str, str]
+) -> list[Finding]:
+    out: list[Finding] = []
+    tp, pp, total = layout.tp, layout.pp, layout.gpus_total
     for problem in _tp_problems(model, tp):
         valid = valid_tp_sizes(model, max(total if device == "gpu" else tp, model.num_attention_heads))
-        findings.append(
+        out.append(
             Finding(
                 "error",
                 "tp-heads",
@@ -624,7 +894,7 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
             )
         )
     if pp > model.num_hidden_layers:
-        findings.append(
+        out.append(
             Finding(
                 "error",
                 "pp-layers",
@@ -634,183 +904,265 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
                 f"use at most {model.num_hidden_layers}",
             )
         )
-    if device == "gpu":
-        if used > total:
-            findings.append(
-                Finding(
-                    "error",
-                    "gpus-short",
-                    f"TP {tp} x PP {pp} x replicas {replicas} = {used} GPUs, but the cluster has "
-                    f"{nodes} node(s) x {gpn} = {total}",
-                    f"{lab['tp']} / {lab['pp']}",
-                    "lower TP or PP, or add nodes",
-                )
-            )
-        elif used < total:
-            findings.append(
-                Finding("warning", "gpus-idle", f"{total - used} of {total} GPUs are not used by this layout")
-            )
-        if tp > gpn:
-            findings.append(
-                Finding(
-                    "strict",
-                    "tp-cross-node",
-                    f"TP {tp} spans nodes ({gpn} GPUs per node): every layer all-reduces over the network; "
-                    "vLLM recommends TP = GPUs per node and PP = nodes",
-                    lab["tp"],
-                    f"use TP {max(valid_tp_sizes(model, gpn) or [1])} and PP {nodes}, or set "
-                    "r1deploy_ignore_preflight_errors: true to force it",
-                )
-            )
-        elif gpn % tp and pp > 1:
-            findings.append(
-                Finding(
-                    "strict",
-                    "tp-straddles",
-                    f"TP {tp} does not divide the {gpn} GPUs of a node: some TP groups would span two nodes",
-                    lab["tp"],
-                    f"use a TP that divides {gpn}",
-                )
-            )
-    if any(f.severity == "error" for f in findings):
-        return finish()
+    return out
 
-    # ---- memory -----------------------------------------------------------------------------------
-    def evaluate(t: int, p: int) -> _Eval:
+
+def _cluster_layout_findings(model: ModelSpec, layout: Layout, lab: dict[str, str]) -> list[Finding]:
+    """Enough GPUs; TP inside a node (vLLM's advice: TP = GPUs per node, PP = nodes)."""
+    out: list[Finding] = []
+    tp, pp, gpn, nodes = layout.tp, layout.pp, layout.gpus_per_node, layout.nodes
+    used, total = layout.gpus_used, layout.gpus_total
+    if used > total:
+        out.append(
+            Finding(
+                "error",
+                "gpus-short",
+                f"TP {tp} x PP {pp} x replicas {layout.replicas} = {used} GPUs, but the cluster has "
+                f"{nodes} node(s) x {gpn} = {total}",
+                f"{lab['tp']} / {lab['pp']}",
+                "lower TP or PP, or add nodes",
+            )
+        )
+    elif used < total:
+        out.append(
+            Finding("warning", "gpus-idle", f"{total - used} of {total} GPUs are not used by this layout")
+        )
+    if tp > gpn:
+        out.append(
+            Finding(
+                "strict",
+                "tp-cross-node",
+                f"TP {tp} spans nodes ({gpn} GPUs per node): every layer all-reduces over the network; "
+                "vLLM recommends TP = GPUs per node and PP = nodes",
+                lab["tp"],
+                f"use TP {max(valid_tp_sizes(model, gpn) or [1])} and PP {nodes}, or set "
+                "r1deploy_ignore_preflight_errors: true to force it",
+            )
+        )
+    elif gpn % tp and pp > 1:
+        out.append(
+            Finding(
+                "strict",
+                "tp-straddles",
+                f"TP {tp} does not divide the {gpn} GPUs of a node: some TP groups would span two nodes",
+                lab["tp"],
+                f"use a TP that divides {gpn}",
+            )
+        )
+    return out
+
+
+# ---- step 5: memory ----------------------------------------------------------------------------------
+
+
+def _evaluator(
+    model: ModelSpec, dtype: str, device: str, hw: _Hardware, inputs: _Inputs
+) -> Callable[[int, int], _Eval]:
+    """Memory of a TP x PP layout with everything else of this plan fixed (for the alternatives too)."""
+
+    def evaluate(tp: int, pp: int) -> _Eval:
         return _evaluate(
             model,
-            t,
-            p,
+            tp,
+            pp,
             dtype,
             device=device,
-            gpu_memory_mib=gpu_mib,
-            gpu_name=gpu_name,
-            util=util,
-            max_model_len=max_len,
-            max_num_seqs=seqs,
-            kv_cache_bytes=kv_bytes,
+            gpu_memory_mib=hw.memory_mib,
+            gpu_name=hw.name,
+            util=inputs.gpu_memory_utilization,
+            max_model_len=inputs.max_model_len,
+            max_num_seqs=inputs.max_num_seqs,
+            kv_cache_bytes=inputs.kv_cache_bytes,
         )
 
-    ev = evaluate(tp, pp)
-    out["stages"] = [
-        {
-            "stage": s.stage,
-            "layers": s.layers,
-            "first_layer": s.first_layer,
-            "weights_gib_per_gpu": _gib(s.weights),
-            "kv_bytes_per_token_per_gpu": s.kv_per_token,
-            "allowance_gib": _gib(sum(a.values())) if a else None,
-            "kv_cache_gib_per_gpu": _gib(max(k, 0)) if ev.memory_rule else None,
-        }
-        for s, a, k in zip(ev.stages, ev.allowance or [{}] * len(ev.stages), ev.kv_budget, strict=True)
-    ]
-    out["weights_bytes_per_gpu"] = ev.weights_max
-    out["weights_gib_per_gpu"] = _gib(ev.weights_max)
-    out["kv_bytes_per_token_per_gpu"] = max(s.kv_per_token for s in ev.stages)
-    out["kv_block_size"] = ev.block_size
-    out["max_model_len"] = max_len
-    out["max_num_seqs"] = seqs
-    out["gpu_memory_utilization"] = util if device == "gpu" else None
+    return evaluate
+
+
+def _memory_summary(ev: _Eval, inputs: _Inputs, device: str, hw: _Hardware) -> dict[str, Any]:
+    util = inputs.gpu_memory_utilization
+    out: dict[str, Any] = {
+        "stages": [
+            {
+                "stage": s.stage,
+                "layers": s.layers,
+                "first_layer": s.first_layer,
+                "weights_gib_per_gpu": _gib(s.weights),
+                "kv_bytes_per_token_per_gpu": s.kv_per_token,
+                "allowance_gib": _gib(sum(a.values())) if a else None,
+                "kv_cache_gib_per_gpu": _gib(max(k, 0)) if ev.memory_rule else None,
+            }
+            for s, a, k in zip(ev.stages, ev.allowance or [{}] * len(ev.stages), ev.kv_budget, strict=True)
+        ],
+        "weights_bytes_per_gpu": ev.weights_max,
+        "weights_gib_per_gpu": _gib(ev.weights_max),
+        "kv_bytes_per_token_per_gpu": max(s.kv_per_token for s in ev.stages),
+        "kv_block_size": ev.block_size,
+        "max_model_len": inputs.max_model_len,
+        "max_num_seqs": inputs.max_num_seqs,
+        "gpu_memory_utilization": util if device == "gpu" else None,
+    }
     if ev.allowance:
         worst = max(ev.allowance, key=lambda a: sum(a.values()))
         out["allowance_gib_per_gpu"] = {k: _gib(v) for k, v in worst.items()}
-        out["usable_gib_per_gpu"] = _gib(int(gpu_mib * mem.MIB * util)) if gpu_mib else None
+        out["usable_gib_per_gpu"] = _gib(int(hw.memory_mib * mem.MIB * util)) if hw.memory_mib else None
     if ev.memory_rule:
         out["kv_cache_bytes_per_gpu"] = ev.kv_min
         out["kv_cache_gib_per_gpu"] = _gib(max(ev.kv_min, 0))
         out["kv_cache_tokens"] = ev.kv_tokens
         out["max_full_length_sequences"] = ev.full_length_sequences
-        out["max_concurrency"] = round(ev.kv_tokens / max_len, 2)
+        out["max_concurrency"] = round(ev.kv_tokens / inputs.max_model_len, 2)
         out["estimated_max_model_len"] = ev.kv_tokens
-        if device == "gpu" and kv_bytes is None and ev.kv_min <= 0:
-            stage = min(range(len(ev.stages)), key=lambda i: ev.kv_budget[i])
-            s = ev.stages[stage]
-            findings.append(
-                Finding(
-                    "error",
-                    "weights-do-not-fit",
-                    f"{model.name} in {dtype} needs {_gib(s.weights)} GiB of weights per GPU (stage "
-                    f"{stage}, TP {tp} x "
-                    f"PP {pp}) plus {_gib(sum(ev.allowance[stage].values()))} GiB activation/CUDA-graph "
-                    "allowance, "
-                    f"but {gpu_mib} MiB x {util:g} = {_gib(int(gpu_mib * mem.MIB * util))} GiB is "
-                    "usable",  # type: ignore[operator]
-                    f"{lab['tp']} / {lab['pp']}",
-                    "use more GPUs (higher TP or PP), a smaller model, or a quantized checkpoint",
-                )
+    return out
+
+
+def _memory_findings(
+    model: ModelSpec,
+    dtype: str,
+    ev: _Eval,
+    layout: Layout,
+    inputs: _Inputs,
+    device: str,
+    hw: _Hardware,
+    lab: dict[str, str],
+) -> list[Finding]:
+    """The weights must fit, one max-model-len sequence must fit, max_num_seqs should fit (vLLM's own
+    start-up checks, vllm/v1/core/kv_cache_utils.py)."""
+    if not ev.memory_rule:
+        return []
+    max_len, seqs, util, gpu_mib = (
+        inputs.max_model_len,
+        inputs.max_num_seqs,
+        inputs.gpu_memory_utilization,
+        hw.memory_mib,
+    )
+    if device == "gpu" and inputs.kv_cache_bytes is None and ev.kv_min <= 0:
+        stage = min(range(len(ev.stages)), key=lambda i: ev.kv_budget[i])
+        s = ev.stages[stage]
+        return [
+            Finding(
+                "error",
+                "weights-do-not-fit",
+                f"{model.name} in {dtype} needs {_gib(s.weights)} GiB of weights per GPU (stage "
+                f"{stage}, TP {layout.tp} x "
+                f"PP {layout.pp}) plus {_gib(sum(ev.allowance[stage].values()))} GiB activation/CUDA-graph "
+                "allowance, "
+                f"but {gpu_mib} MiB x {util:g} = {_gib(int(gpu_mib * mem.MIB * util))} GiB is "  # type: ignore[operator]
+                "usable",
+                f"{lab['tp']} / {lab['pp']}",
+                "use more GPUs (higher TP or PP), a smaller model, or a quantized checkpoint",
             )
-        elif ev.full_length_sequences < 1:
-            need = ev.blocks_per_seq * ev.block_size * max(s.kv_per_token for s in ev.stages)
-            findings.append(
-                Finding(
-                    "error",
-                    "context-does-not-fit",
-                    f"one {max_len}-token sequence needs {_gib(need)} GiB of KV cache per GPU but "
-                    f"{_gib(max(ev.kv_min, 0))} GiB is left (vLLM refuses to start: 'To serve at least one "
-                    "request "
-                    f"with the models's max seq len'); about {ev.kv_tokens} tokens fit",
-                    lab["max_model_len"],
-                    f"lower it to {max(ev.kv_tokens // 1024 * 1024, 0) or ev.kv_tokens}, raise "
-                    f"{lab['gpu_memory_utilization'] if device == 'gpu' else lab['kv_cache_memory_bytes']}, "
-                    "or use more GPUs",
-                )
+        ]
+    if ev.full_length_sequences < 1:
+        need = ev.blocks_per_seq * ev.block_size * max(s.kv_per_token for s in ev.stages)
+        return [
+            Finding(
+                "error",
+                "context-does-not-fit",
+                f"one {max_len}-token sequence needs {_gib(need)} GiB of KV cache per GPU but "
+                f"{_gib(max(ev.kv_min, 0))} GiB is left (vLLM refuses to start: 'To serve at least one "
+                "request "
+                f"with the models's max seq len'); about {ev.kv_tokens} tokens fit",
+                lab["max_model_len"],
+                f"lower it to {max(ev.kv_tokens // 1024 * 1024, 0) or ev.kv_tokens}, raise "
+                f"{lab['gpu_memory_utilization'] if device == 'gpu' else lab['kv_cache_memory_bytes']}, "
+                "or use more GPUs",
             )
-        elif ev.full_length_sequences < seqs:
-            findings.append(
-                Finding(
-                    "warning",
-                    "seqs-exceed-kv",
-                    f"{ev.full_length_sequences} full-length ({max_len}-token) sequences fit in the KV cache "
-                    f"({ev.kv_tokens} tokens); max_num_seqs {seqs} runs only when sequences are shorter "
-                    "(vLLM queues or preempts the rest)",
-                    lab["max_num_seqs"],
-                )
+        ]
+    if ev.full_length_sequences < seqs:
+        return [
+            Finding(
+                "warning",
+                "seqs-exceed-kv",
+                f"{ev.full_length_sequences} full-length ({max_len}-token) sequences fit in the KV cache "
+                f"({ev.kv_tokens} tokens); max_num_seqs {seqs} runs only when sequences are shorter "
+                "(vLLM queues or preempts the rest)",
+                lab["max_num_seqs"],
             )
-    if device == "gpu" and cc is not None and cc < (8, 0) and seqs < 2:
-        findings.append(
+        ]
+    return []
+
+
+def _volta_seqs_findings(device: str, cc: CC | None, seqs: int, lab: dict[str, str]) -> list[Finding]:
+    if device == "gpu" and cc is not None and cc < AMPERE_MIN_CC and seqs < 2:
+        return [
             Finding(
                 "warning",
                 "volta-seqs",
                 "V100 operators report instability with max_num_seqs < 2",
                 lab["max_num_seqs"],
             )
-        )
+        ]
+    return []
 
-    # ---- executor and flags -----------------------------------------------------------------------
-    # Executor (vllm/config/parallel.py): one GPU -> "uni"; several GPUs across Ray nodes -> "ray"; the CPU
-    # platform refuses Ray ("current platform cpu does not support ray"), so CPU plans use "mp".
+
+# ---- step 6: executor and flags ----------------------------------------------------------------------
+
+
+def executor_backend(device: str, tp: int, pp: int) -> str:
+    """vllm/config/parallel.py: one GPU -> "uni"; several GPUs across Ray nodes -> "ray"; the CPU
+    platform refuses Ray ("current platform cpu does not support ray"), so CPU plans use "mp"."""
     if device == "cpu":
-        backend = "mp"
-    elif tp * pp == 1:
-        backend = "uni"
-    else:
-        backend = "ray"
-    out["distributed_executor_backend"] = backend
+        return "mp"
+    if tp * pp == 1:
+        return "uni"
+    return "ray"
+
+
+def custom_all_reduce_disabled(device: str, cc: CC | None, wish: bool) -> bool:
+    """``--disable-custom-all-reduce``: never on CPU (vLLM's CPU build has no custom all-reduce);
+    always below compute capability 8.0, where custom all-reduce hangs or fails (V100: 1Cat-vLLM #652,
+    PR #88; vLLM #8410); elsewhere the user's wish (vllm_server_disable_custom_all_reduce, default true
+    like the reference launch)."""
+    if device != "gpu":
+        return False
+    if cc is not None and cc < AMPERE_MIN_CC:
+        return True
+    return wish
+
+
+def attention_backend(device: str, cc: CC | None) -> str | None:
+    """FlashAttention needs sm80, so below 8.0 the V1 selector's usable backend is TRITON_ATTN (research
+    1.3, 1.4); elsewhere vLLM chooses."""
+    if device == "gpu" and cc is not None and cc < FLASH_ATTENTION_MIN_CC:
+        return "TRITON_ATTN"
+    return None
+
+
+def vllm_args(
+    device: str,
+    dtype: str,
+    layout: Layout,
+    backend: str,
+    *,
+    max_model_len: int,
+    gpu_memory_utilization: float,
+    max_num_seqs: int,
+    kv_cache_bytes: int | None,
+    attention: str | None,
+    disable_custom_all_reduce: bool,
+) -> list[str]:
+    """The arguments the vLLM unit gets from the plan, in a fixed order (a change of order would
+    restart the unit)."""
     args = [
         "--dtype",
         dtype,
         "--tensor-parallel-size",
-        str(tp),
+        str(layout.tp),
         "--pipeline-parallel-size",
-        str(pp),
+        str(layout.pp),
         "--max-model-len",
-        str(max_len),
+        str(max_model_len),
     ]
     if device == "gpu":
-        args += ["--gpu-memory-utilization", f"{util:g}"]
-    args += ["--max-num-seqs", str(seqs), "--distributed-executor-backend", backend]
-    if device == "gpu" and cc is not None and cc[0] == 7:
-        # Volta/Turing: custom all-reduce hangs or fails on V100 (1Cat-vLLM #652, PR #88; vLLM #8410);
-        # FlashAttention needs sm80, so the V1 selector's usable backend is TRITON_ATTN (research 1.3, 1.4).
-        args += ["--disable-custom-all-reduce", "--attention-backend", "TRITON_ATTN"]
-    if kv_bytes is not None:
-        args += ["--kv-cache-memory-bytes", str(kv_bytes)]
-    out["vllm_args"] = args
-
-    # ---- alternatives -----------------------------------------------------------------------------
-    if device == "gpu" and ev.memory_rule and kv_bytes is None:
-        out["alternatives"], out["recommendation"] = _alternatives(model, nodes, gpn, tp, pp, ev, evaluate)
-    return finish()
+        args += ["--gpu-memory-utilization", f"{gpu_memory_utilization:g}"]
+    args += ["--max-num-seqs", str(max_num_seqs), "--distributed-executor-backend", backend]
+    if disable_custom_all_reduce:
+        args.append("--disable-custom-all-reduce")
+    if attention is not None:
+        args += ["--attention-backend", attention]
+    if kv_cache_bytes is not None:
+        args += ["--kv-cache-memory-bytes", str(kv_cache_bytes)]
+    return args
 
 
 def _alternatives(

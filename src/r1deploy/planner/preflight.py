@@ -12,11 +12,12 @@ import ipaddress
 import re
 from typing import Any
 
+from r1deploy import runtime
 from r1deploy.planner import memory as mem
 from r1deploy.planner.findings import Finding
-from r1deploy.planner.gpus import GpuError, load_gpu, match_smi_name, parse_cc
+from r1deploy.planner.gpus import OPEN_MODULES_MIN_CC, GpuError, is_volta, load_gpu, match_smi_name, parse_cc
 from r1deploy.planner.models import ModelError, load_model
-from r1deploy.planner.plan import ANSIBLE_LABELS, make_plan
+from r1deploy.planner.plan import ANSIBLE_LABELS, PlanRequest, make_plan
 
 # ansible-core this project is tested with (pyproject.toml pins >=2.19,<2.20).
 MIN_ANSIBLE = (2, 19, 0)
@@ -142,40 +143,63 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
     known_variables {name: type}, prefixes [..], ignore_errors (bool), plan_defaults {..}.
 
     Returns {findings, errors, warnings, plan}: strict findings are errors unless ignore_errors."""
-    findings: list[Finding] = []
     groups: dict[str, list[str]] = {k: list(v or []) for k, v in (inv.get("groups") or {}).items()}
     hosts: dict[str, dict[str, Any]] = inv.get("hosts") or {}
-    ctl = "controller"
+    head = groups.get("ray_head", [])
+    gpu_nodes = groups.get("gpu_nodes", [])
+    findings = ansible_version_findings(str(inv.get("ansible_version") or ""))
+    findings += group_findings(groups)
+    findings += address_findings(sorted(set(gpu_nodes) | set(groups.get("frontend", []))), hosts)
+    known = inv.get("known_variables") or {}
+    prefixes = list(inv.get("prefixes") or ["r1deploy_"])
+    for h in sorted(hosts):
+        findings += check_variables(h, hosts[h].get("__variables", hosts[h]), known, prefixes)
+    plan = None
+    if gpu_nodes and head:
+        findings += cluster_setting_findings(gpu_nodes, hosts)
+        plan = make_plan_for_inventory(hosts.get(head[0], {}), len(gpu_nodes), inv.get("plan_defaults") or {})
+        findings += _plan_findings(plan, f"gpu_nodes ({', '.join(gpu_nodes)})")
+        findings += open_modules_setting_findings(_plan_cc(plan), gpu_nodes, hosts)
+    return _result(findings, inv.get("ignore_errors") is True, plan=plan)
 
-    version = str(inv.get("ansible_version") or "")
-    if version and _version_tuple(version) < MIN_ANSIBLE:
-        findings.append(
+
+def ansible_version_findings(version: str) -> list[Finding]:
+    """ansible-core older than the project's floor is refused; a newer series than tested is reported."""
+    if not version:
+        return []
+    if _version_tuple(version) < MIN_ANSIBLE:
+        return [
             _f(
                 "error",
                 "ansible-version",
-                ctl,
+                "controller",
                 f"ansible-core {version} is older than {'.'.join(map(str, MIN_ANSIBLE))}",
                 "ansible_version",
                 "install the project's pins: pip install -e . (ansible-core 2.19)",
             )
-        )
-    elif version and _version_tuple(version) >= TESTED_ANSIBLE_BELOW:
-        findings.append(
+        ]
+    if _version_tuple(version) >= TESTED_ANSIBLE_BELOW:
+        return [
             _f(
                 "warning",
                 "ansible-untested",
-                ctl,
+                "controller",
                 f"ansible-core {version} is newer than the tested 2.19 series",
                 "ansible_version",
             )
-        )
+        ]
+    return []
 
+
+def group_findings(groups: dict[str, list[str]]) -> list[Finding]:
+    """The inventory contract (docs/architecture.md): one ray_head, ray_head and ray_workers children of
+    gpu_nodes and nothing else in it, a non-empty frontend."""
     head = groups.get("ray_head", [])
     workers = groups.get("ray_workers", [])
     gpu_nodes = groups.get("gpu_nodes", [])
-    frontend = groups.get("frontend", [])
+    out: list[Finding] = []
     if len(head) != 1:
-        findings.append(
+        out.append(
             _f(
                 "error",
                 "ray-head-count",
@@ -188,8 +212,8 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
                 "in ray_workers",
             )
         )
-    if not frontend:
-        findings.append(
+    if not groups.get("frontend"):
+        out.append(
             _f(
                 "error",
                 "frontend-empty",
@@ -200,7 +224,7 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
             )
         )
     for h in sorted(set(head) & set(workers)):
-        findings.append(
+        out.append(
             _f(
                 "error",
                 "host-two-roles",
@@ -211,7 +235,7 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
             )
         )
     for h in sorted((set(head) | set(workers)) - set(gpu_nodes)):
-        findings.append(
+        out.append(
             _f(
                 "error",
                 "not-gpu-node",
@@ -222,7 +246,7 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
             )
         )
     for h in sorted(set(gpu_nodes) - set(head) - set(workers)):
-        findings.append(
+        out.append(
             _f(
                 "error",
                 "gpu-node-no-role",
@@ -232,9 +256,13 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
                 "put it in ray_workers",
             )
         )
+    return out
 
-    # One machine under two inventory names is a mistake (its services would be configured twice).
-    cluster = sorted(set(gpu_nodes) | set(frontend))
+
+def address_findings(cluster: list[str], hosts: dict[str, dict[str, Any]]) -> list[Finding]:
+    """One machine, one inventory name (two names would configure its services twice); every host has a
+    valid r1deploy_node_ip."""
+    out: list[Finding] = []
     for key in ("ansible_host", "r1deploy_node_ip"):
         seen: dict[str, str] = {}
         for h in cluster:
@@ -242,7 +270,7 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
             if addr in (None, ""):
                 continue
             if str(addr) in seen:
-                findings.append(
+                out.append(
                     _f(
                         "error",
                         "duplicate-address",
@@ -258,7 +286,7 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
     for h in cluster:
         ip = hosts.get(h, {}).get("r1deploy_node_ip")
         if ip in (None, ""):
-            findings.append(
+            out.append(
                 _f(
                     "error",
                     "node-ip-missing",
@@ -269,7 +297,7 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
                 )
             )
         elif not _ip_ok(ip):
-            findings.append(
+            out.append(
                 _f(
                     "error",
                     "node-ip-invalid",
@@ -279,53 +307,64 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
                     "write an IPv4 or IPv6 address, e.g. 10.0.0.11",
                 )
             )
+    return out
 
-    known = inv.get("known_variables") or {}
-    prefixes = list(inv.get("prefixes") or ["r1deploy_"])
-    for h in sorted(hosts):
-        findings += check_variables(h, hosts[h].get("__variables", hosts[h]), known, prefixes)
 
-    plan = None
-    if gpu_nodes and head:
-        ref = hosts.get(head[0], {})
-        # Cluster-wide settings must agree on every GPU node (a host_vars override is a mistake).
-        for var in ("r1deploy_model", "r1deploy_gpu_model", "r1deploy_gpus_per_node"):
-            values = {h: hosts.get(h, {}).get(var) for h in gpu_nodes}
-            if len({repr(v) for v in values.values()}) > 1:
-                detail = ", ".join(f"{h}={v!r}" for h, v in sorted(values.items()))
-                findings.append(
-                    _f(
-                        "error",
-                        "var-differs",
-                        "gpu_nodes",
-                        f"{var} differs between GPU nodes ({detail})",
-                        var,
-                        "set it once in group_vars/all; r1deploy needs identical nodes",
-                    )
+# Cluster-wide settings: a host_vars override on one GPU node is a mistake (r1deploy needs identical nodes).
+CLUSTER_SETTINGS = ("r1deploy_model", "r1deploy_gpu_model", "r1deploy_gpus_per_node")
+
+
+def cluster_setting_findings(gpu_nodes: list[str], hosts: dict[str, dict[str, Any]]) -> list[Finding]:
+    out: list[Finding] = []
+    for var in CLUSTER_SETTINGS:
+        values = {h: hosts.get(h, {}).get(var) for h in gpu_nodes}
+        if len({repr(v) for v in values.values()}) > 1:
+            detail = ", ".join(f"{h}={v!r}" for h, v in sorted(values.items()))
+            out.append(
+                _f(
+                    "error",
+                    "var-differs",
+                    "gpu_nodes",
+                    f"{var} differs between GPU nodes ({detail})",
+                    var,
+                    "set it once in group_vars/all; r1deploy needs identical nodes",
                 )
-        plan = make_plan_for_inventory(ref, len(gpu_nodes), inv.get("plan_defaults") or {})
-        where = f"gpu_nodes ({', '.join(gpu_nodes)})"
-        for fd in plan.get("findings", []):
-            findings.append(
-                Finding(fd["severity"], fd["code"], fd["message"], fd["subject"], fd["fix"], where)
             )
-        cc = ((plan or {}).get("gpu") or {}).get("compute_capability")
-        if cc and parse_cc(cc) < (7, 5):
-            for h in gpu_nodes:
-                if str(hosts.get(h, {}).get("nvidia_driver_flavour", "")).lower() == "open":
-                    findings.append(
-                        _f(
-                            "error",
-                            "open-modules-volta",
-                            h,
-                            f"nvidia_driver_flavour is open, but compute capability {cc} GPUs need the "
-                            "proprietary "
-                            "kernel modules (the open modules need GSP: Turing and newer)",
-                            "nvidia_driver_flavour",
-                            "set nvidia_driver_flavour: proprietary (or auto)",
-                        )
-                    )
-    return _result(findings, inv.get("ignore_errors") is True, plan=plan)
+    return out
+
+
+def _plan_findings(plan: dict[str, Any], where: str, suffix: str = "") -> list[Finding]:
+    """The plan's findings, placed on ``where`` (the GPU nodes)."""
+    return [
+        Finding(fd["severity"], fd["code"], fd["message"] + suffix, fd["subject"], fd["fix"], where)
+        for fd in plan.get("findings", [])
+    ]
+
+
+def _plan_cc(plan: dict[str, Any] | None) -> str | None:
+    return ((plan or {}).get("gpu") or {}).get("compute_capability")
+
+
+def open_modules_setting_findings(
+    cc: str | None, gpu_nodes: list[str], hosts: dict[str, dict[str, Any]]
+) -> list[Finding]:
+    """nvidia_driver_flavour: open on GPUs without GSP (below 7.5) cannot load (research 2.1)."""
+    if not cc or parse_cc(cc) >= OPEN_MODULES_MIN_CC:
+        return []
+    return [
+        _f(
+            "error",
+            "open-modules-volta",
+            h,
+            f"nvidia_driver_flavour is open, but compute capability {cc} GPUs need the "
+            "proprietary "
+            "kernel modules (the open modules need GSP: Turing and newer)",
+            "nvidia_driver_flavour",
+            "set nvidia_driver_flavour: proprietary (or auto)",
+        )
+        for h in gpu_nodes
+        if str(hosts.get(h, {}).get("nvidia_driver_flavour", "")).lower() == "open"
+    ]
 
 
 def plan_request_from_vars(
@@ -353,12 +392,11 @@ def plan_request_from_vars(
         "gpu_memory_utilization": pick("vllm_server_gpu_memory_utilization"),
         "max_num_seqs": pick("vllm_server_max_num_seqs"),
         "kv_cache_memory_bytes": pick("vllm_server_kv_cache_memory_bytes"),
+        "disable_custom_all_reduce": pick("vllm_server_disable_custom_all_reduce"),
     }
 
 
 def make_plan_for_inventory(v: dict[str, Any], nodes: int, defaults: dict[str, Any]) -> dict[str, Any]:
-    from r1deploy.planner.plan import PlanRequest
-
     req = plan_request_from_vars(v, nodes, defaults)
     if req["model"] in (None, ""):
         return {
@@ -513,178 +551,222 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
     """Stage 2. ``data``: settings {..} and hosts {host: {...probes...}}; see roles/preflight/README.md."""
     s = data.get("settings") or {}
     hosts: dict[str, dict[str, Any]] = data.get("hosts") or {}
-    findings: list[Finding] = []
     gpu_hosts = [h for h in sorted(hosts) if hosts[h].get("gpu_node")]
     declared_gpu = s.get("r1deploy_gpu_model")
     device = "cpu" if declared_gpu in (None, "") else "gpu"
-    per_node = s.get("r1deploy_gpus_per_node")
     try:
         model = load_model(str(s.get("r1deploy_model") or ""))
     except ModelError:
         model = None  # stage 1 already refused it
 
-    # GPUs per host, types, driver flavour.
-    names: dict[str, set[str]] = {}
+    findings: list[Finding] = []
     for h in gpu_hosts:
-        g = hosts[h].get("gpus") or {}
-        count = int(g.get("count") or 0)
-        devs = g.get("devices") or []
-        names[h] = {str(d.get("name", "")) for d in devs}
-        if device == "gpu" and count == 0:
-            findings.append(
-                _f(
-                    "error",
-                    "no-gpu",
-                    h,
-                    "no NVIDIA GPU found (nvidia-smi and lspci see none)",
-                    "r1deploy_gpus.count",
-                    "check the hardware, or set r1deploy_gpu_model: null for a CPU-only site",
-                )
-            )
-            continue
-        if device == "cpu" and count > 0:
-            findings.append(
-                _f(
-                    "warning",
-                    "gpus-unused",
-                    h,
-                    f"{count} GPU(s) found but r1deploy_gpu_model is null: serving runs on CPU",
-                    "r1deploy_gpu_model",
-                )
-            )
-        if device == "gpu" and isinstance(per_node, int) and count != per_node:
-            findings.append(
-                _f(
-                    "error",
-                    "gpu-count",
-                    h,
-                    f"{count} GPU(s) found ({g.get('source')}), the inventory declares {per_node}",
-                    "r1deploy_gpus_per_node / r1deploy_gpus.count",
-                    f"set r1deploy_gpus_per_node: {count} or fix the host",
-                )
-            )
-        wrong = sorted(
-            {
-                str(d.get("name", ""))
-                for d in devs
-                if not gpu_name_matches(str(declared_gpu), str(d.get("name", "")))
-            }
-        )
-        if device == "gpu" and wrong:
-            findings.append(
-                _f(
-                    "error",
-                    "gpu-model",
-                    h,
-                    f"found {', '.join(map(repr, wrong))}, the inventory declares {declared_gpu}",
-                    "r1deploy_gpu_model / r1deploy_gpus.devices[].name",
-                    "set r1deploy_gpu_model to this host's GPU (r1deploy plan lists the known names)",
-                )
-            )
-        ccs = [d.get("compute_capability") for d in devs if d.get("compute_capability")]
-        flavour = (g.get("driver") or {}).get("flavour")
-        if flavour == "open" and any(parse_cc(c) < (7, 5) for c in ccs):
-            findings.append(
-                _f(
-                    "error",
-                    "open-modules-volta",
-                    h,
-                    "the NVIDIA open kernel modules are loaded, but "
-                    "Volta GPUs need the proprietary modules (open modules need GSP, Turing and "
-                    "newer)",
-                    "r1deploy_gpus.driver.flavour",
-                    "install the proprietary R580 driver "
-                    "(nvidia-driver-580 / cuda-drivers-580, not *-open) and reboot",
-                )
-            )
-        if any(not d.get("persistence_mode", True) for d in devs if "persistence_mode" in d):
-            findings.append(
-                _f(
-                    "warning",
-                    "persistence-off",
-                    h,
-                    "GPU persistence mode is off (the nvidia_driver role enables nvidia-persistenced)",
-                    "r1deploy_gpus.devices[].persistence_mode",
-                )
-            )
-        if g.get("nvswitch"):
-            findings.append(
-                _f(
-                    "warning",
-                    "nvswitch",
-                    h,
-                    "NVSwitch present: nvidia-fabricmanager (same version as the driver) must run",
-                    "r1deploy_gpus.nvswitch",
-                )
-            )
-        # CUDA 13 / cu13x builds have no sm_70 code (research section 2.1).
-        if any(parse_cc(c) < (7, 5) for c in ccs):
-            for source, text in sorted((hosts[h].get("cuda_versions") or {}).items()):
-                major = cuda_major(str(text))
-                if major is not None and major >= 13:
-                    findings.append(
-                        _f(
-                            "error",
-                            "cuda13-volta",
-                            h,
-                            f"{source} is CUDA {major} ({text}), which has no Volta (sm_70) support",
-                            source,
-                            "use CUDA 12.x: the 'volta' serving profile "
-                            "(torch cu128/cu126) and cuda-toolkit-12-x",
-                        )
-                    )
-    all_names = sorted({n for v in names.values() for n in v})
-    if len(all_names) > 1:
-        detail = "; ".join(f"{h}: {', '.join(sorted(v))}" for h, v in sorted(names.items()) if v)
-        findings.append(
+        findings += gpu_findings(h, hosts[h].get("gpus") or {}, declared_gpu, s.get("r1deploy_gpus_per_node"))
+        findings += cuda_volta_findings(h, hosts[h])
+    findings += mixed_gpu_findings(
+        {h: {str(d.get("name", "")) for d in _devices(hosts[h])} for h in gpu_hosts}
+    )
+    plan = None
+    if model is not None and device == "gpu" and s.get("ray_head") in hosts:
+        plan = replan_with_facts(s, [d for h in gpu_hosts for d in _devices(hosts[h])], len(gpu_hosts))
+    if plan is not None:
+        findings += [
+            f
+            for f in _plan_findings(plan, "gpu_nodes", " (with the hosts' GPU facts)")
+            if f.severity == "error" or f.code not in _STAGE1_ONLY_PLAN_WARNINGS
+        ]
+    findings += python_findings({h: hosts[h]["python"] for h in gpu_hosts if hosts[h].get("python")})
+    supported = s.get("supported_os") or SUPPORTED_OS
+    skew_max = float(s.get("max_clock_skew_s") or 0)
+    for h in sorted(hosts):
+        hv = hosts[h]
+        if hv.get("df_output"):
+            hv = {**hv, "mounts": parse_df(hv["df_output"]) + list(hv.get("mounts") or [])}
+        findings += os_findings(h, hv, supported)
+        findings += node_address_findings(h, hv)
+        findings += shm_findings(h, hv)
+        findings += clock_findings(h, hv, skew_max)
+        findings += port_findings(h, hv)
+        if hv.get("gpu_node"):
+            findings += kernel_header_findings(h, hv)
+            findings += disk_findings(h, hv, _disk_needs(hv, model, s))
+    findings += venv_findings(
+        {h: hosts[h]["venv_versions"] for h in gpu_hosts if hosts[h].get("venv_versions")}
+    )
+    return _result(findings, s.get("ignore_errors") is True, plan=plan)
+
+
+def _devices(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((report.get("gpus") or {}).get("devices") or [])
+
+
+def _ccs(devices: list[dict[str, Any]]) -> list[str]:
+    return [d["compute_capability"] for d in devices if d.get("compute_capability")]
+
+
+def gpu_findings(host: str, g: dict[str, Any], declared_gpu: Any, per_node: Any) -> list[Finding]:
+    """One GPU node's ``r1deploy_gpus`` fact against the inventory: count, model, driver flavour,
+    persistence mode, NVSwitch."""
+    device = "cpu" if declared_gpu in (None, "") else "gpu"
+    count = int(g.get("count") or 0)
+    devs = g.get("devices") or []
+    if device == "gpu" and count == 0:
+        return [
             _f(
                 "error",
-                "gpu-mixed",
-                "gpu_nodes",
-                f"GPU types differ across the cluster ({detail})",
-                "r1deploy_gpus.devices[].name",
-                "use identical GPUs on every GPU node (vLLM shards evenly)",
+                "no-gpu",
+                host,
+                "no NVIDIA GPU found (nvidia-smi and lspci see none)",
+                "r1deploy_gpus.count",
+                "check the hardware, or set r1deploy_gpu_model: null for a CPU-only site",
+            )
+        ]
+    out: list[Finding] = []
+    if device == "cpu" and count > 0:
+        out.append(
+            _f(
+                "warning",
+                "gpus-unused",
+                host,
+                f"{count} GPU(s) found but r1deploy_gpu_model is null: serving runs on CPU",
+                "r1deploy_gpu_model",
             )
         )
+    if device == "gpu" and isinstance(per_node, int) and count != per_node:
+        out.append(
+            _f(
+                "error",
+                "gpu-count",
+                host,
+                f"{count} GPU(s) found ({g.get('source')}), the inventory declares {per_node}",
+                "r1deploy_gpus_per_node / r1deploy_gpus.count",
+                f"set r1deploy_gpus_per_node: {count} or fix the host",
+            )
+        )
+    wrong = sorted(
+        {
+            str(d.get("name", ""))
+            for d in devs
+            if not gpu_name_matches(str(declared_gpu), str(d.get("name", "")))
+        }
+    )
+    if device == "gpu" and wrong:
+        out.append(
+            _f(
+                "error",
+                "gpu-model",
+                host,
+                f"found {', '.join(map(repr, wrong))}, the inventory declares {declared_gpu}",
+                "r1deploy_gpu_model / r1deploy_gpus.devices[].name",
+                "set r1deploy_gpu_model to this host's GPU (r1deploy plan lists the known names)",
+            )
+        )
+    flavour = (g.get("driver") or {}).get("flavour")
+    if flavour == "open" and any(parse_cc(c) < OPEN_MODULES_MIN_CC for c in _ccs(devs)):
+        out.append(
+            _f(
+                "error",
+                "open-modules-volta",
+                host,
+                "the NVIDIA open kernel modules are loaded, but "
+                "Volta GPUs need the proprietary modules (open modules need GSP, Turing and "
+                "newer)",
+                "r1deploy_gpus.driver.flavour",
+                "install the proprietary R580 driver "
+                "(nvidia-driver-580 / cuda-drivers-580, not *-open) and reboot",
+            )
+        )
+    if any(not d.get("persistence_mode", True) for d in devs if "persistence_mode" in d):
+        out.append(
+            _f(
+                "warning",
+                "persistence-off",
+                host,
+                "GPU persistence mode is off (the nvidia_driver role enables nvidia-persistenced)",
+                "r1deploy_gpus.devices[].persistence_mode",
+            )
+        )
+    if g.get("nvswitch"):
+        out.append(
+            _f(
+                "warning",
+                "nvswitch",
+                host,
+                "NVSwitch present: nvidia-fabricmanager (same version as the driver) must run",
+                "r1deploy_gpus.nvswitch",
+            )
+        )
+    return out
 
-    # Re-plan with what the hardware says (real compute capability and memory).
-    plan = None
-    head = s.get("ray_head")
-    if model is not None and device == "gpu" and head in hosts:
-        devs = [d for h in gpu_hosts for d in ((hosts[h].get("gpus") or {}).get("devices") or [])]
-        ccs = sorted({d.get("compute_capability") for d in devs if d.get("compute_capability")})
-        mems = [int(d["memory_mib"]) for d in devs if d.get("memory_mib")]
-        req = plan_request_from_vars(s, len(gpu_hosts), s.get("plan_defaults") or {})
-        if ccs:
-            req["compute_capability"] = ccs[0]
-        if mems:
-            req["gpu_memory_mib"] = min(mems)
-        if ccs or mems:
-            from r1deploy.planner.plan import PlanRequest
 
-            plan = make_plan(PlanRequest.from_dict(req, ANSIBLE_LABELS))
-            for fd in plan.get("findings", []):
-                if fd["severity"] == "error" or fd["code"] not in ("fp16-from-bf16", "seqs-exceed-kv"):
-                    findings.append(
-                        Finding(
-                            fd["severity"],
-                            fd["code"],
-                            fd["message"] + " (with the hosts' GPU facts)",
-                            fd["subject"],
-                            fd["fix"],
-                            "gpu_nodes",
-                        )
-                    )
+def cuda_volta_findings(host: str, report: dict[str, Any]) -> list[Finding]:
+    """CUDA 13 / cu13x builds have no sm_70 code (research section 2.1): refused on Volta."""
+    g = report.get("gpus") or {}
+    if not any(is_volta(parse_cc(c)) for c in _ccs(list(g.get("devices") or []))):
+        return []
+    out: list[Finding] = []
+    for source, text in sorted((report.get("cuda_versions") or {}).items()):
+        major = cuda_major(str(text))
+        if major is not None and major >= 13:
+            out.append(
+                _f(
+                    "error",
+                    "cuda13-volta",
+                    host,
+                    f"{source} is CUDA {major} ({text}), which has no Volta (sm_70) support",
+                    source,
+                    "use CUDA 12.x: the 'volta' serving profile (torch cu128/cu126) and cuda-toolkit-12-x",
+                )
+            )
+    return out
 
-    # Python per host (Ray refuses mixed minors), OS, kernel headers, disk, shm, addresses, ports, time.
-    minors = {
-        h: tuple(_version_tuple(hosts[h].get("python", "0.0"))[:2])
-        for h in gpu_hosts
-        if hosts[h].get("python")
-    }
+
+def mixed_gpu_findings(names: dict[str, set[str]]) -> list[Finding]:
+    """vLLM shards evenly: every GPU node needs the same GPU type."""
+    all_names = sorted({n for v in names.values() for n in v})
+    if len(all_names) <= 1:
+        return []
+    detail = "; ".join(f"{h}: {', '.join(sorted(v))}" for h, v in sorted(names.items()) if v)
+    return [
+        _f(
+            "error",
+            "gpu-mixed",
+            "gpu_nodes",
+            f"GPU types differ across the cluster ({detail})",
+            "r1deploy_gpus.devices[].name",
+            "use identical GPUs on every GPU node (vLLM shards evenly)",
+        )
+    ]
+
+
+# Plan warnings stage 1 already showed from the same inventory; with the facts they would repeat.
+_STAGE1_ONLY_PLAN_WARNINGS = ("fp16-from-bf16", "seqs-exceed-kv")
+
+
+def replan_with_facts(
+    settings: dict[str, Any], devices: list[dict[str, Any]], nodes: int
+) -> dict[str, Any] | None:
+    """The plan again with what the hardware says: the lowest compute capability and the smallest
+    memory of all GPU nodes (None when the facts know neither)."""
+    ccs = sorted(set(_ccs(devices)))
+    mems = [int(d["memory_mib"]) for d in devices if d.get("memory_mib")]
+    if not ccs and not mems:
+        return None
+    req = plan_request_from_vars(settings, nodes, settings.get("plan_defaults") or {})
+    if ccs:
+        req["compute_capability"] = ccs[0]
+    if mems:
+        req["gpu_memory_mib"] = min(mems)
+    return make_plan(PlanRequest.from_dict(req, ANSIBLE_LABELS))
+
+
+def python_findings(versions: dict[str, str]) -> list[Finding]:
+    """Ray refuses a cluster of mixed Python minors; vLLM's wheels cover :data:`PYTHON_RANGE`."""
+    minors = {h: tuple(_version_tuple(v)[:2]) for h, v in versions.items()}
+    out: list[Finding] = []
     if len(set(minors.values())) > 1:
         detail = ", ".join(f"{h}={'.'.join(map(str, v))}" for h, v in sorted(minors.items()))
-        findings.append(
+        out.append(
             _f(
                 "error",
                 "python-differs",
@@ -697,7 +779,7 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
     lo, hi = PYTHON_RANGE
     for h, v in sorted(minors.items()):
         if not lo <= v <= hi:
-            findings.append(
+            out.append(
                 _f(
                     "error",
                     "python-range",
@@ -707,181 +789,215 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
                     "use the OS's python3 of a supported release",
                 )
             )
+    return out
 
-    supported = s.get("supported_os") or SUPPORTED_OS
-    skew_max = float(s.get("max_clock_skew_s") or 0)
-    for h in sorted(hosts):
-        hv = hosts[h]
-        os_name, os_ver = str(hv.get("distribution", "")), str(hv.get("distribution_version", ""))
-        major = str(hv.get("distribution_major_version", ""))
-        ok_versions = [str(x) for x in supported.get(os_name, [])]
-        if os_name and not (os_ver in ok_versions or major in ok_versions):
-            listed = "; ".join(k + " " + ", ".join(map(str, v)) for k, v in supported.items())
-            findings.append(
-                _f(
-                    "strict",
-                    "os-unsupported",
-                    h,
-                    f"{os_name} {os_ver} is not a supported OS ({listed})",
-                    "ansible_distribution",
-                    "use a supported release, or set r1deploy_ignore_preflight_errors: true to try anyway",
-                )
-            )
-        ip = hv.get("node_ip")
-        addrs = [str(a) for a in (hv.get("addresses") or [])]
-        if ip and str(ip) not in addrs:
-            findings.append(
-                _f(
-                    "error",
-                    "node-ip-absent",
-                    h,
-                    f"r1deploy_node_ip {ip} is not configured on the host "
-                    f"(it has {', '.join(addrs) or 'no address'})",
-                    "r1deploy_node_ip",
-                    "set r1deploy_node_ip to one of the host's cluster-network addresses",
-                )
-            )
-        iface_ips: dict[str, list[str]] = hv.get("interface_addresses") or parse_ip_addr(
-            hv.get("ip_output") or ""
+
+def os_findings(host: str, hv: dict[str, Any], supported: dict[str, list[Any]]) -> list[Finding]:
+    os_name, os_ver = str(hv.get("distribution", "")), str(hv.get("distribution_version", ""))
+    major = str(hv.get("distribution_major_version", ""))
+    ok_versions = [str(x) for x in supported.get(os_name, [])]
+    if not os_name or os_ver in ok_versions or major in ok_versions:
+        return []
+    listed = "; ".join(k + " " + ", ".join(map(str, v)) for k, v in supported.items())
+    return [
+        _f(
+            "strict",
+            "os-unsupported",
+            host,
+            f"{os_name} {os_ver} is not a supported OS ({listed})",
+            "ansible_distribution",
+            "use a supported release, or set r1deploy_ignore_preflight_errors: true to try anyway",
         )
-        ifaces = [str(i) for i in (hv.get("interfaces") or iface_ips)]
-        for var, spec in sorted((hv.get("socket_ifnames") or {}).items()):
-            if not spec or str(spec) == "auto":
-                continue
-            match = _iface_match(str(spec), [i for i in ifaces if i != "lo"])
-            if not match:
-                findings.append(
-                    _f(
-                        "error",
-                        "ifname-missing",
-                        h,
-                        f"{var}={spec!r} matches no interface (the host has {', '.join(ifaces)})",
-                        var,
-                        "name the interface that carries r1deploy_node_ip",
-                    )
-                )
-            elif ip and str(ip) in addrs and not any(str(ip) in iface_ips.get(i, []) for i in match):
-                findings.append(
-                    _f(
-                        "strict",
-                        "ifname-not-node-ip",
-                        h,
-                        f"{var}={spec!r} selects {', '.join(match)}, "
-                        f"which does not carry r1deploy_node_ip {ip}",
-                        var,
-                        "use the interface of the cluster network",
-                    )
-                )
-        if hv.get("df_output"):
-            hv = {**hv, "mounts": parse_df(hv["df_output"]) + list(hv.get("mounts") or [])}
-        min_shm = int(hv.get("min_shm_mib") or 0)
-        shm = hv.get("shm_bytes")
-        if shm is None:
-            shm = next(
-                (m.get("size_total") for m in hv.get("mounts") or [] if m.get("mount") == "/dev/shm"), None
+    ]
+
+
+def node_address_findings(host: str, hv: dict[str, Any]) -> list[Finding]:
+    """r1deploy_node_ip is configured on the host, and the NCCL/GLOO interface selections match an
+    interface that carries it."""
+    out: list[Finding] = []
+    ip = hv.get("node_ip")
+    addrs = [str(a) for a in (hv.get("addresses") or [])]
+    if ip and str(ip) not in addrs:
+        out.append(
+            _f(
+                "error",
+                "node-ip-absent",
+                host,
+                f"r1deploy_node_ip {ip} is not configured on the host "
+                f"(it has {', '.join(addrs) or 'no address'})",
+                "r1deploy_node_ip",
+                "set r1deploy_node_ip to one of the host's cluster-network addresses",
             )
-        if min_shm and shm is not None and int(shm) < min_shm * mem.MIB:
-            findings.append(
-                _f(
-                    "strict",
-                    "shm-small",
-                    h,
-                    f"/dev/shm is {int(shm) // mem.MIB} MiB, below {min_shm} "
-                    "MiB (NCCL and vLLM's workers exchange data through it)",
-                    "df /dev/shm",
-                    "enlarge /dev/shm (tmpfs size=, docker --shm-size) or lower preflight_min_shm_mib(_cpu)",
-                )
-            )
-        skew = hv.get("clock_skew_s")
-        if skew_max and skew is not None and abs(float(skew)) > skew_max:
-            findings.append(
-                _f(
-                    "strict",
-                    "clock-skew",
-                    h,
-                    f"the clock is {float(skew):+.1f} s off the controller's (more than {skew_max:g} s)",
-                    "date",
-                    "enable time sync (the base_os role installs it) and correct the clock",
-                )
-            )
-        if hv.get("ntp_synchronized") is False:
-            findings.append(_f("warning", "ntp-off", h, "the clock is not NTP-synchronized", "timedatectl"))
-        ports = hv.get("busy_ports")
-        if ports is None and hv.get("ss_output") is not None:
-            ports = busy_ports(parse_ss_listeners(hv["ss_output"]), hv.get("required_ports") or [])
-        for port in ports or []:
-            findings.append(
+        )
+    iface_ips: dict[str, list[str]] = hv.get("interface_addresses") or parse_ip_addr(
+        hv.get("ip_output") or ""
+    )
+    ifaces = [str(i) for i in (hv.get("interfaces") or iface_ips)]
+    for var, spec in sorted((hv.get("socket_ifnames") or {}).items()):
+        if not spec or str(spec) == "auto":
+            continue
+        match = _iface_match(str(spec), [i for i in ifaces if i != "lo"])
+        if not match:
+            out.append(
                 _f(
                     "error",
-                    "port-busy",
-                    h,
-                    f"TCP port {port['port']} ({port.get('purpose', '')}) is "
-                    f"held by {port.get('process') or 'another process'}",
-                    port.get("variable", "port"),
-                    "stop that service or change the port variable",
+                    "ifname-missing",
+                    host,
+                    f"{var}={spec!r} matches no interface (the host has {', '.join(ifaces)})",
+                    var,
+                    "name the interface that carries r1deploy_node_ip",
                 )
             )
-        if hv.get("gpu_node"):
-            g = hv.get("gpus") or {}
-            if int(g.get("count") or 0) > 0 and not (g.get("driver") or {}).get("version"):
-                headers = hv.get("kernel_headers") or {}
-                if not headers.get("installed") and not headers.get("available"):
-                    findings.append(
-                        _f(
-                            "error",
-                            "kernel-headers",
-                            h,
-                            f"no kernel headers for the running kernel "
-                            f"{hv.get('kernel')}: the DKMS driver build would fail",
-                            headers.get("package", "kernel headers"),
-                            "install the headers package, or boot a kernel whose headers the mirror has",
-                        )
-                    )
-            mounts = hv.get("mounts") or []
-            need: dict[str, int] = {}
-            if model is not None and not hv.get("model_present"):
-                need[str(s.get("model_root") or "/srv/models")] = int(mem.checkpoint_bytes(model) * 1.05)
-            venv_gib = float(hv.get("venv_gib") or 0)
-            if venv_gib and not hv.get("venv_present"):
-                venv_path = str(s.get("venv") or "/opt/r1deploy/venv")
-                need[venv_path] = need.get(venv_path, 0) + int(venv_gib * mem.GIB)
-            by_mount: dict[str, int] = {}
-            for path, n in need.items():
-                m = _mount_for(path, mounts)
-                if m is not None and m.get("size_available") is not None:
-                    by_mount[str(m["mount"])] = by_mount.get(str(m["mount"]), 0) + n
-                else:
-                    findings.append(
-                        _f("warning", "disk-unknown", h, f"free space at {path} could not be measured")
-                    )
-            for mp, n in sorted(by_mount.items()):
-                free = int(next(m for m in mounts if str(m["mount"]) == mp).get("size_available") or 0)
-                if free < n:
-                    findings.append(
-                        _f(
-                            "error",
-                            "disk",
-                            h,
-                            f"{mp} has {free / mem.GIB:.1f} GiB free, the model and "
-                            f"venv need {n / mem.GIB:.1f} GiB",
-                            f"df {mp}",
-                            "free space there or point model_root/vllm_runtime_venv elsewhere",
-                        )
-                    )
-    # After install: the serving venvs must be identical (Ray refuses mixed Python/Ray).
-    venvs = {h: hosts[h]["venv_versions"] for h in gpu_hosts if hosts[h].get("venv_versions")}
-    for pkg in ("python", "ray", "vllm", "torch"):
-        seen = {h: str(v.get(pkg, "")) for h, v in venvs.items()}
-        if len(set(seen.values())) > 1:
-            detail = ", ".join(f"{h}={v}" for h, v in sorted(seen.items()))
-            findings.append(
+        elif ip and str(ip) in addrs and not any(str(ip) in iface_ips.get(i, []) for i in match):
+            out.append(
+                _f(
+                    "strict",
+                    "ifname-not-node-ip",
+                    host,
+                    f"{var}={spec!r} selects {', '.join(match)}, which does not carry r1deploy_node_ip {ip}",
+                    var,
+                    "use the interface of the cluster network",
+                )
+            )
+    return out
+
+
+def shm_findings(host: str, hv: dict[str, Any]) -> list[Finding]:
+    """NCCL and vLLM's workers exchange data through /dev/shm: at least min_shm_mib."""
+    min_shm = int(hv.get("min_shm_mib") or 0)
+    shm = hv.get("shm_bytes")
+    if shm is None:
+        shm = next(
+            (m.get("size_total") for m in hv.get("mounts") or [] if m.get("mount") == "/dev/shm"), None
+        )
+    if not min_shm or shm is None or int(shm) >= min_shm * mem.MIB:
+        return []
+    return [
+        _f(
+            "strict",
+            "shm-small",
+            host,
+            f"/dev/shm is {int(shm) // mem.MIB} MiB, below {min_shm} "
+            "MiB (NCCL and vLLM's workers exchange data through it)",
+            "df /dev/shm",
+            "enlarge /dev/shm (tmpfs size=, docker --shm-size) or lower preflight_min_shm_mib(_cpu)",
+        )
+    ]
+
+
+def clock_findings(host: str, hv: dict[str, Any], skew_max: float) -> list[Finding]:
+    out: list[Finding] = []
+    skew = hv.get("clock_skew_s")
+    if skew_max and skew is not None and abs(float(skew)) > skew_max:
+        out.append(
+            _f(
+                "strict",
+                "clock-skew",
+                host,
+                f"the clock is {float(skew):+.1f} s off the controller's (more than {skew_max:g} s)",
+                "date",
+                "enable time sync (the base_os role installs it) and correct the clock",
+            )
+        )
+    if hv.get("ntp_synchronized") is False:
+        out.append(_f("warning", "ntp-off", host, "the clock is not NTP-synchronized", "timedatectl"))
+    return out
+
+
+def port_findings(host: str, hv: dict[str, Any]) -> list[Finding]:
+    """A port r1deploy needs, held by a process that is not r1deploy's own service (a re-run)."""
+    ports = hv.get("busy_ports")
+    if ports is None and hv.get("ss_output") is not None:
+        ports = busy_ports(parse_ss_listeners(hv["ss_output"]), hv.get("required_ports") or [])
+    return [
+        _f(
+            "error",
+            "port-busy",
+            host,
+            f"TCP port {port['port']} ({port.get('purpose', '')}) is "
+            f"held by {port.get('process') or 'another process'}",
+            port.get("variable", "port"),
+            "stop that service or change the port variable",
+        )
+        for port in ports or []
+    ]
+
+
+def kernel_header_findings(host: str, hv: dict[str, Any]) -> list[Finding]:
+    """A GPU host without a loaded driver builds it with DKMS: the running kernel's headers must exist."""
+    g = hv.get("gpus") or {}
+    if int(g.get("count") or 0) == 0 or (g.get("driver") or {}).get("version"):
+        return []
+    headers = hv.get("kernel_headers") or {}
+    if headers.get("installed") or headers.get("available"):
+        return []
+    return [
+        _f(
+            "error",
+            "kernel-headers",
+            host,
+            f"no kernel headers for the running kernel {hv.get('kernel')}: the DKMS driver build would fail",
+            headers.get("package", "kernel headers"),
+            "install the headers package, or boot a kernel whose headers the mirror has",
+        )
+    ]
+
+
+# The model's download needs its checkpoint plus 5 % (index, tokenizer, partial files).
+_MODEL_DISK_FACTOR = 1.05
+
+
+def _disk_needs(hv: dict[str, Any], model: Any, settings: dict[str, Any]) -> dict[str, int]:
+    """Bytes each path still needs on this GPU host: the model unless present, the venv unless present."""
+    need: dict[str, int] = {}
+    if model is not None and not hv.get("model_present"):
+        root = str(settings.get("model_root") or "/srv/models")
+        need[root] = int(mem.checkpoint_bytes(model) * _MODEL_DISK_FACTOR)
+    venv_gib = float(hv.get("venv_gib") or 0)
+    if venv_gib and not hv.get("venv_present"):
+        venv_path = str(settings.get("venv") or "/opt/r1deploy/venv")
+        need[venv_path] = need.get(venv_path, 0) + int(venv_gib * mem.GIB)
+    return need
+
+
+def disk_findings(host: str, hv: dict[str, Any], need: dict[str, int]) -> list[Finding]:
+    """What ``need`` asks for, summed per mount point, against the free space there."""
+    mounts = hv.get("mounts") or []
+    out: list[Finding] = []
+    by_mount: dict[str, int] = {}
+    for path, n in need.items():
+        m = _mount_for(path, mounts)
+        if m is not None and m.get("size_available") is not None:
+            by_mount[str(m["mount"])] = by_mount.get(str(m["mount"]), 0) + n
+        else:
+            out.append(_f("warning", "disk-unknown", host, f"free space at {path} could not be measured"))
+    for mp, n in sorted(by_mount.items()):
+        free = int(next(m for m in mounts if str(m["mount"]) == mp).get("size_available") or 0)
+        if free < n:
+            out.append(
                 _f(
                     "error",
-                    "venv-differs",
-                    "gpu_nodes",
-                    f"{pkg} differs between the serving venvs ({detail})",
-                    f"ansible_local.r1deploy_runtime.versions.{pkg}",
-                    "re-run playbooks/serving.yml so every node gets the same locked venv",
+                    "disk",
+                    host,
+                    f"{mp} has {free / mem.GIB:.1f} GiB free, the model and venv need {n / mem.GIB:.1f} GiB",
+                    f"df {mp}",
+                    "free space there or point model_root/vllm_runtime_venv elsewhere",
                 )
             )
-    return _result(findings, s.get("ignore_errors") is True, plan=plan)
+    return out
+
+
+def venv_findings(per_host: dict[str, dict[str, str]]) -> list[Finding]:
+    """After install the serving venvs must be identical (Ray refuses mixed Python/Ray). The rule's home
+    is :func:`r1deploy.runtime.same_versions`, which the vllm_runtime role runs too."""
+    return [
+        _f(
+            "error",
+            "venv-differs",
+            "gpu_nodes",
+            problem,
+            "ansible_local.r1deploy_runtime.versions",
+            "re-run playbooks/serving.yml so every node gets the same locked venv",
+        )
+        for problem in runtime.same_versions(per_host)
+    ]
