@@ -5,14 +5,12 @@ Ansible's objects into plain dictionaries and calls the package.
 - ``r1deploy_gpu_facts``: the ``r1deploy_gpus`` fact from the ``r1deploy_gpu_facts`` module's ``raw``.
 - ``r1deploy_preflight_inventory``: stage-1 checks over hostvars and groups (no facts).
 - ``r1deploy_preflight_hosts``: stage-2 checks over the hosts' probe reports.
-- ``r1deploy_known_variables``: every variable the project defines, with its type, read at run time
-  from each role's meta/argument_specs.yml and defaults, the roles' set_fact/register names, the sample
-  inventory and docs/architecture.md.
+- ``r1deploy_known_variables``: every variable a user may set, with its type: the options of each
+  role's meta/argument_specs.yml plus the explicit lists in r1deploy.planner.variables.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,11 @@ from ansible.errors import AnsibleFilterError
 
 try:
     from r1deploy import gpufacts, planner
-    from r1deploy.planner import preflight
+    from r1deploy.planner import preflight, variables
 except ImportError:  # running from a checkout without `pip install .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
     from r1deploy import gpufacts, planner
-    from r1deploy.planner import preflight
+    from r1deploy.planner import preflight, variables
 
 REPO = Path(__file__).resolve().parents[2]
 _PLAN_KEYS = set(planner.PlanRequest.__dataclass_fields__) - {"labels"}
@@ -53,6 +51,10 @@ def r1deploy_plan(data: dict[str, Any], labels: str = "ansible") -> dict[str, An
     if not isinstance(data, dict):
         raise AnsibleFilterError(f"r1deploy_plan expects a dict, got {type(data).__name__}")
     plain = {k: v for k, v in _plain(data).items() if k in _PLAN_KEYS}
+    # Backward compatibility: a vllm_server role that does not pass disable_custom_all_reduce yet adds
+    # the flag itself after the plan's arguments, so the plan leaves it to the role's variable (the
+    # Volta rule still adds it). Remove once roles/vllm_server/tasks/preflight.yml passes the wish.
+    plain.setdefault("disable_custom_all_reduce", False)
     unknown = sorted(set(data) - _PLAN_KEYS)
     table = planner.ANSIBLE_LABELS if labels == "ansible" else planner.CLI_LABELS
     plan = planner.plan_from_dict(plain, table)
@@ -80,84 +82,13 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
-def _literal_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "dict"
-    if isinstance(value, str) and "{{" not in value:
-        return "str"
-    return ""
-
-
-def _task_fact_names(node: Any, out: set[str]) -> None:
-    """Names a role's tasks define at run time (set_fact keys, register targets)."""
-    if isinstance(node, list):
-        for item in node:
-            _task_fact_names(item, out)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("ansible.builtin.set_fact", "set_fact") and isinstance(value, dict):
-                out.update(k for k in value if k != "cacheable")
-            elif key == "register" and isinstance(value, str):
-                out.add(value)
-            elif key in ("block", "rescue", "always"):
-                _task_fact_names(value, out)
-
-
 def known_variables(root: Path = REPO) -> dict[str, str]:
-    """{name: type} of every variable the project defines (type "" when unknown)."""
-    known: dict[str, str] = {}
-    for role in sorted((root / "roles").glob("*/")):
-        defaults = _load_yaml(role / "defaults" / "main.yml")
-        if isinstance(defaults, dict):
-            for k, v in defaults.items():
-                known.setdefault(str(k), _literal_type(v))
-        specs = _load_yaml(role / "meta" / "argument_specs.yml")
-        for entry in ((specs or {}).get("argument_specs") or {}).values() if isinstance(specs, dict) else []:
-            for name, spec in ((entry or {}).get("options") or {}).items():
-                known[str(name)] = str((spec or {}).get("type", "str")) if isinstance(spec, dict) else ""
-        names: set[str] = set()
-        for tasks in sorted((role / "tasks").glob("*.yml")):
-            _task_fact_names(_load_yaml(tasks), names)
-        for name in names:
-            known.setdefault(name, "")
-    sample = root / "inventories" / "sample"
-    for path in sorted(sample.rglob("*.yml")):
-        data = _load_yaml(path)
-        if path.name == "hosts.yml":
-            continue
-        if isinstance(data, dict):
-            for k, v in data.items():
-                t = _literal_type(v)
-                if not known.get(str(k)):
-                    known[str(k)] = t
-    # Names the project reads or documents: what roles, playbooks, docs and the lab's inventory vars
-    # mention (a default like "{{ r1deploy_model_path | default('') }}" makes r1deploy_model_path known).
-    word = re.compile(r"\b((?:" + "|".join(map(re.escape, variable_prefixes(root))) + r")[a-z0-9_]+)\b")
-    sources = [
-        *root.glob("roles/**/*.yml"),
-        *root.glob("roles/**/*.j2"),
-        *root.glob("roles/**/*.md"),
-        *root.glob("playbooks/**/*.yml"),
-        *root.glob("docs/**/*.md"),
-        *root.glob("src/r1deploy/lab/inventory_vars/*.yml"),
-    ]
-    for path in sources:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            continue
-        for name in word.findall(text):
-            known.setdefault(name, "")
-    known.setdefault("r1deploy_node_ip", "str")
-    return known
+    """{name: type} of every variable a user may set: the roles' meta/argument_specs.yml plus the
+    explicit lists of r1deploy.planner.variables (never docs, templates or task files)."""
+    specs = {
+        p.parent.parent.name: _load_yaml(p) for p in sorted(root.glob("roles/*/meta/argument_specs.yml"))
+    }
+    return variables.known_variables(specs)
 
 
 def variable_prefixes(root: Path = REPO) -> list[str]:

@@ -1,0 +1,74 @@
+"""Which inventory variables exist, with their types: the one home of that rule.
+
+Stage-1 preflight refuses an unknown variable with an r1deploy or role prefix (a typo would otherwise be
+ignored silently) and checks the type of every known one. The names come from the roles'
+``meta/argument_specs.yml`` (every entry point) and from the two explicit lists below, nothing else: a
+name that only a document, a template or a task mentions is not a variable a user may set.
+Pure Python: the Ansible filter ``r1deploy_known_variables`` reads the YAML files and passes them in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Types are argument-spec types; "raw" accepts any value (templated strings, numbers or percentages).
+#
+# Names the project accepts that are not role options: the inventory contract, facts and extra
+# variables that exist before any role's defaults (docs/architecture.md, "Inventory contract").
+INVENTORY_BUILTINS: dict[str, str] = {
+    # Per host, the inventory contract: the address on the private cluster network.
+    "r1deploy_node_ip": "raw",
+    # The GPU fact (preflight's r1deploy_gpu_facts module); in host_vars for playbooks/render_units.yml,
+    # and in the fact cache after a preflight run.
+    "r1deploy_gpus": "raw",
+    # Play keywords are templated before inventory variables exist: extra variables only.
+    "r1deploy_gpu_reboot_batch": "int",  # serial of playbooks/gpu_stack.yml
+    "r1deploy_any_errors_fatal": "raw",  # any_errors_fatal of the deploy plays
+    # Extra variables of single playbooks.
+    "r1deploy_render_dir": "raw",  # playbooks/render_units.yml
+    "r1deploy_render_roles_dir": "raw",  # playbooks/render_units.yml
+    "r1deploy_teardown_confirmed": "raw",  # playbooks/teardown.yml (the CLI passes it)
+    "r1deploy_teardown_purge": "raw",  # playbooks/teardown.yml
+    # Written by `r1deploy lab up` (src/r1deploy/lab/inventory.py and lab/inventory_vars/).
+    "r1deploy_lab_model_dir": "raw",
+    "r1deploy_lab_public_ip": "raw",
+    "r1deploy_lab_frontend_public_ip": "raw",
+}
+
+# Project-wide settings several roles read (``r1deploy_x | default(...)``) that no role declares yet.
+# Issue 13: they belong in the argument_specs of the shared defaults role; each leaves this list when a
+# role's meta/argument_specs.yml declares it (tests/unit/test_known_variables.py checks the overlap).
+SHARED_SETTINGS_WITHOUT_A_ROLE: dict[str, str] = {
+    "r1deploy_model": "str",  # preflight, vllm_server (the planner's model)
+    "r1deploy_gpu_model": "str",  # preflight (null on CPU-only sites)
+    "r1deploy_gpus_per_node": "int",  # preflight
+    "r1deploy_ignore_preflight_errors": "bool",  # preflight
+    "r1deploy_service_user": "raw",  # base_os, vllm_runtime, vllm_server, ray_*
+    "r1deploy_credentials_dir": "raw",  # vllm_server, open_webui, nginx (generated secrets)
+    "r1deploy_apt_mirror_url": "str",  # base_os
+    "r1deploy_apt_security_mirror_url": "str",  # base_os
+    "r1deploy_pip_index_url": "str",  # vllm_runtime, open_webui
+    "r1deploy_pip_find_links": "str",  # vllm_runtime, open_webui
+    "r1deploy_pip_offline": "bool",  # vllm_runtime, open_webui
+    "r1deploy_nvidia_repo_url": "str",  # nvidia_driver, cuda_toolkit, nccl
+    "r1deploy_nvidia_repo_key_url": "str",  # nvidia_driver, cuda_toolkit, nccl
+    "r1deploy_model_path": "raw",  # model (model_controller_path); the lab sets it
+    "r1deploy_model_name": "raw",  # model (model_name)
+}
+
+
+def from_argument_specs(specs: dict[str, Any]) -> dict[str, str]:
+    """{name: type} of every option of every entry point, from ``{role: parsed argument_specs.yml}``.
+    An option without a type is a string (Ansible's default)."""
+    known: dict[str, str] = {}
+    for _role, data in sorted(specs.items()):
+        entries = (data or {}).get("argument_specs") if isinstance(data, dict) else None
+        for entry in (entries or {}).values():
+            for name, spec in ((entry or {}).get("options") or {}).items():
+                known[str(name)] = str(spec.get("type", "str")) if isinstance(spec, dict) else "raw"
+    return known
+
+
+def known_variables(specs: dict[str, Any]) -> dict[str, str]:
+    """{name: type} a user may set: the roles' options (their types win), then the two lists above."""
+    return {**INVENTORY_BUILTINS, **SHARED_SETTINGS_WITHOUT_A_ROLE, **from_argument_specs(specs)}
