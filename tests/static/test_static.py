@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,161 @@ def test_unit_templates_start_with_ansible_managed() -> None:
     assert units
     for unit in units:
         assert unit.read_text().startswith("{{ ansible_managed | comment }}"), unit
+
+
+# ---- one home per shared value and rule (issue 13) ----------------------------------------------------
+# A literal of a shared value outside its home is a second copy: change the home and that copy silently
+# splits the cluster. Each value names its home files and, in ALLOWED, the copies that exist today (the
+# issue-13 backlog): the test refuses every new copy, and refuses a listed file that no longer holds the
+# literal, so the lists only shrink. Files scanned: roles/ and playbooks/ (YAML, templates, READMEs,
+# scripts).
+
+SCANNED_SUFFIXES = {".yml", ".yaml", ".j2", ".md", ".py", ".sh", ".cfg"}
+
+
+def _tree_files() -> list[Path]:
+    files = [REPO / "deploy.yml", *REPO.glob("playbooks/**/*"), *REPO.glob("roles/**/*")]
+    return sorted(p for p in files if p.is_file() and p.suffix in SCANNED_SUFFIXES)
+
+
+def _home(role: str) -> set[str]:
+    """A role's own declaration of a value: its defaults, argument specs and the README table."""
+    return {
+        f"roles/{role}/defaults/main.yml",
+        f"roles/{role}/meta/argument_specs.yml",
+        f"roles/{role}/README.md",
+    }
+
+
+SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
+    # name: (pattern, home files, today's copies (issue 13), each file relative to the repository)
+    "Ray GCS port 6667": (
+        r"\b6667\b",
+        _home("ray_head"),
+        {
+            # issue 13: ray_worker, preflight, vllm_server and status.yml re-type ray_head_port's default
+            "playbooks/status.yml",
+            "roles/preflight/README.md",
+            "roles/preflight/defaults/main.yml",
+            "roles/ray_worker/README.md",
+            "roles/ray_worker/defaults/main.yml",
+            "roles/ray_worker/meta/argument_specs.yml",
+            "roles/vllm_server/vars/main.yml",
+        },
+    ),
+    "vLLM API port 8000": (
+        r"\b8000\b",
+        _home("vllm_server"),
+        {
+            # issue 13: the frontend roles, preflight and status.yml re-type vllm_server_port's default
+            "playbooks/status.yml",
+            "roles/nginx/README.md",
+            "roles/nginx/defaults/main.yml",
+            "roles/nginx/meta/argument_specs.yml",
+            "roles/open_webui/README.md",
+            "roles/open_webui/defaults/main.yml",
+            "roles/open_webui/meta/argument_specs.yml",
+            "roles/preflight/defaults/main.yml",
+        },
+    ),
+    "serving venv /opt/r1deploy/venv": (
+        r"/opt/r1deploy/venv\b",
+        _home("vllm_runtime"),
+        {
+            # issue 13: the venv path fallback re-typed in seven roles and status.yml
+            "playbooks/status.yml",
+            "roles/model/README.md",
+            "roles/model/defaults/main.yml",
+            "roles/model/meta/argument_specs.yml",
+            "roles/nccl/README.md",
+            "roles/nccl/defaults/main.yml",
+            "roles/nccl/meta/argument_specs.yml",
+            "roles/preflight/README.md",
+            "roles/preflight/defaults/main.yml",
+            "roles/preflight/meta/argument_specs.yml",
+            "roles/ray_head/README.md",
+            "roles/ray_head/defaults/main.yml",
+            "roles/ray_head/meta/argument_specs.yml",
+            "roles/ray_worker/README.md",
+            "roles/ray_worker/defaults/main.yml",
+            "roles/ray_worker/meta/argument_specs.yml",
+            "roles/vllm_server/README.md",
+            "roles/vllm_server/defaults/main.yml",
+            "roles/vllm_server/meta/argument_specs.yml",
+        },
+    ),
+    "service home /var/lib/r1deploy": (
+        r"/var/lib/r1deploy\b",
+        _home("vllm_runtime"),
+        {
+            # issue 13: unit templates and vllm_server re-type vllm_runtime_home
+            "roles/ray_head/templates/ray-head.service.j2",
+            "roles/ray_worker/templates/ray-worker.service.j2",
+            "roles/vllm_server/README.md",
+            "roles/vllm_server/defaults/main.yml",
+            "roles/vllm_server/meta/argument_specs.yml",
+        },
+    ),
+    "model root /srv/models": (
+        r"/srv/models\b",
+        _home("model"),
+        {
+            # issue 13: preflight, vllm_server and teardown re-type model_root's default
+            "playbooks/teardown.yml",
+            "roles/preflight/README.md",
+            "roles/preflight/defaults/main.yml",
+            "roles/preflight/meta/argument_specs.yml",
+            "roles/vllm_server/README.md",
+            "roles/vllm_server/defaults/main.yml",
+        },
+    ),
+    "service user default 'r1deploy'": (
+        r"""default\(\s*['"]r1deploy['"]\s*\)""",
+        _home("vllm_runtime"),
+        {
+            # issue 13: every serving role falls back to the user name on its own
+            "playbooks/status.yml",
+            "roles/ray_head/defaults/main.yml",
+            "roles/ray_worker/defaults/main.yml",
+            "roles/vllm_server/defaults/main.yml",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("value", SHARED_VALUES, ids=lambda v: v.split()[0] + "-" + v.split()[1])
+def test_no_new_copy_of_a_shared_value(value: str) -> None:
+    pattern, home, allowed = SHARED_VALUES[value]
+    regex = re.compile(pattern)
+    holders = {str(p.relative_to(REPO)) for p in _tree_files() if regex.search(p.read_text(errors="replace"))}
+    assert home & holders, f"{value}: its home {sorted(home)} no longer declares it; update SHARED_VALUES"
+    new = sorted(holders - home - allowed)
+    assert not new, (
+        f"{value} is typed again in {new}: read it from its home ({sorted(home)}) through the variable, "
+        "not as a literal"
+    )
+    gone = sorted(allowed - holders)
+    assert not gone, f"{value}: {gone} no longer hold a copy: remove them from the allow-list (issue 13)"
+
+
+# Compute-capability thresholds: one home, r1deploy.planner.gpus (MIN_CC, VOLTA_MAX_CC, AMPERE_MIN_CC, ...).
+CC_HOME = "src/r1deploy/planner/gpus.py"
+CC_ALLOWED = {
+    # issue 13: runtime.py keeps its own VOLTA_MAX_CC/MIN_CC (should import them from planner.gpus);
+    # gpustack.py holds driver-branch tables keyed by compute capability (the GPU helper's module).
+    "src/r1deploy/runtime.py",
+    "src/r1deploy/gpustack.py",
+}
+CC_LITERAL = re.compile(r"\(\s*(?:[3-9]|1[0-2])\s*,\s*\d\s*\)")
+
+
+def test_no_compute_capability_threshold_outside_its_home() -> None:
+    files = sorted(
+        [*REPO.glob("src/r1deploy/**/*.py"), *REPO.glob("plugins/**/*.py"), *REPO.glob("roles/*/files/*.py")]
+    )
+    holders = {str(p.relative_to(REPO)) for p in files if CC_LITERAL.search(p.read_text())}
+    assert CC_HOME in holders
+    new = sorted(holders - {CC_HOME} - CC_ALLOWED)
+    assert not new, f"compute-capability tuples in {new}: import the named constants from {CC_HOME}"
+    gone = sorted(CC_ALLOWED - holders)
+    assert not gone, f"{gone} no longer hold a compute-capability tuple: remove them from CC_ALLOWED"
