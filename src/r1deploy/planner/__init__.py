@@ -1,6 +1,7 @@
-"""r1deploy's rules, in one place: models, GPUs, dtype, TP x PP layout, memory fit, vLLM flags and the
-preflight checks. Pure Python (standard library only, no Ansible import); the CLI, the Ansible filter
-``r1deploy_plan`` and the ``r1deploy_gpu_facts`` module call it. See docs/planner.md."""
+"""r1deploy's rules, in one place: models, GPUs, dtype, TP x PP layout, memory fit, vLLM flags, the
+preflight checks and the known inventory variables (``variables``). Pure Python (standard library only,
+no Ansible import); the CLI, the Ansible filter ``r1deploy_plan`` and the ``r1deploy_gpu_facts`` module
+call it. See docs/planner.md and docs/architecture.md ("Which module owns which rule")."""
 
 from r1deploy.planner.findings import Finding
 from r1deploy.planner.gpus import GPUS, GpuError, GpuSpec, known_gpu_names, load_gpu, match_smi_name, parse_cc
@@ -8,6 +9,7 @@ from r1deploy.planner.models import MODELS, ModelError, ModelSpec, from_config, 
 from r1deploy.planner.plan import (
     ANSIBLE_LABELS,
     CLI_LABELS,
+    DEFAULT_DISABLE_CUSTOM_ALL_REDUCE,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_MAX_MODEL_LEN,
     DEFAULT_MAX_NUM_SEQS,
@@ -20,6 +22,7 @@ from r1deploy.planner.plan import (
 __all__ = [
     "ANSIBLE_LABELS",
     "CLI_LABELS",
+    "DEFAULT_DISABLE_CUSTOM_ALL_REDUCE",
     "DEFAULT_GPU_MEMORY_UTILIZATION",
     "DEFAULT_MAX_MODEL_LEN",
     "DEFAULT_MAX_NUM_SEQS",
