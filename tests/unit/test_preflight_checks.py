@@ -20,6 +20,7 @@ from r1deploy.planner.preflight import (
     cuda_major,
     cuda_volta_findings,
     disk_findings,
+    gpu_findings,
     group_findings,
     open_modules_setting_findings,
     parse_ip_addr,
@@ -450,3 +451,11 @@ def test_cuda13_is_refused_only_on_volta() -> None:
     report = {"gpus": gpus(), "cuda_versions": {"/usr/local/cuda/version.json": "13.0.1"}}
     assert codes(cuda_volta_findings("g1", report)) == [("cuda13-volta", "g1")]
     assert cuda_volta_findings("g1", {**report, "cuda_versions": {"x": "12.8"}}) == []
+
+
+def test_gpus_on_a_site_declared_cpu_only_are_reported_truthfully() -> None:
+    """The roles choose CPU or GPU from the GPU fact (planner.plan.resolve_device), not from
+    r1deploy_gpu_model: the warning must not claim that serving runs on CPU."""
+    found = gpu_findings("gpu01", gpus(), None, None)
+    assert [f.code for f in found] == ["gpus-unused"]
+    assert "will use the GPUs" in found[0].message and "r1deploy_gpu_model" in found[0].fix

@@ -628,8 +628,10 @@ def gpu_findings(host: str, g: dict[str, Any], declared_gpu: Any, per_node: Any)
                 "warning",
                 "gpus-unused",
                 host,
-                f"{count} GPU(s) found but r1deploy_gpu_model is null: serving runs on CPU",
+                f"{count} GPU(s) found but r1deploy_gpu_model is null: preflight checked a CPU plan, while "
+                "the serving roles choose from the GPU fact and will use the GPUs",
                 "r1deploy_gpu_model",
+                "set r1deploy_gpu_model to this host's GPU so that preflight checks what gets deployed",
             )
         )
     if device == "gpu" and isinstance(per_node, int) and count != per_node:
