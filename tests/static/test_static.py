@@ -135,6 +135,10 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
             "roles/open_webui/defaults/main.yml",
             "roles/open_webui/meta/argument_specs.yml",
             "roles/preflight/defaults/main.yml",
+            # issue 13: Prometheus scrapes vLLM on that port; it goes when a shared defaults role exists
+            "roles/prometheus/README.md",
+            "roles/prometheus/defaults/main.yml",
+            "roles/prometheus/meta/argument_specs.yml",
         },
     ),
     "serving venv /opt/r1deploy/venv": (
