@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,13 +136,22 @@ def refuse(args: argparse.Namespace, command: str, message: str) -> int:
     return EXIT_BAD_INPUT
 
 
+# After a successful run: (text for the terminal, data for --json) or None; see r1deploy.pointers.
+Closing = Callable[[RunRequest], "tuple[str, dict[str, Any]] | None"]
+
+
 def run_playbooks(
     args: argparse.Namespace,
     command: str,
     playbooks: Sequence[str],
     extravars: dict[str, Any] | None = None,
+    closing: Closing | None = None,
 ) -> int:
-    """Shared handler: build the request, run it with the right view, print JSON if asked."""
+    """Shared handler: build the request, run it with the right view, print JSON if asked.
+
+    ``closing`` runs after a successful run (exit 0): its text is the run's last block on stdout
+    (``deploy``: how to sign in, next commands), its data the JSON summary's ``pointers``.
+    """
     try:
         request = request_from_args(args, command, playbooks, extravars)
         view = make_view(json_mode=args.json) if not getattr(args, "plain", False) else None
@@ -153,8 +162,11 @@ def run_playbooks(
         result = execute(request, view)
     except BadInput as exc:
         return refuse(args, command, str(exc))
+    closed = closing(request) if closing is not None and result.exit_code == 0 else None
     if args.json:
-        print_json(result.summary)
+        print_json({**result.summary, "pointers": closed[1]} if closed else result.summary)
+    elif closed:
+        print(closed[0], flush=True)
     return result.exit_code
 
 
