@@ -148,16 +148,35 @@ def _definitions(doc: Any, name: str) -> Iterator[Any]:
 def play_keyword_vars(inventory: Path) -> dict[str, Any]:
     """Inventory values of :data:`PLAY_KEYWORD_VARS` when the inventory gives each one value.
 
-    A plain read of the inventory's YAML files (hosts, ``group_vars``, ``host_vars``): no Ansible import,
-    milliseconds. Anything else (two different values, a template, an encrypted file) passes nothing,
-    and preflight stage 1 refuses the run with the reason and the fix.
+    A plain read of the inventory's YAML files (hosts, ``group_vars``, ``host_vars``): milliseconds. Where
+    the files give several values (an override), Ansible's own inventory and variable managers resolve
+    them for the ``gpu_nodes`` hosts. Anything else (hosts that still disagree, a template, an
+    encrypted file) passes nothing, and preflight stage 1 refuses the run with the reason and the fix.
     """
     found: dict[str, Any] = {}
     docs = [load(path)[0] for path in inventory_yaml_files(inventory)]
     for name in PLAY_KEYWORD_VARS:
         values = {repr(v): v for doc in docs for v in _definitions(doc, name)}
+        if len(values) > 1:  # overrides: let Ansible's own precedence decide (about a second)
+            values = {repr(v): v for v in _ansible_values(inventory, name)}
         if len(values) == 1:
             value = _as_keyword_value(next(iter(values.values())))
             if value is not None:
                 found[name] = value
     return found
+
+
+def _ansible_values(inventory: Path, name: str, group: str = "gpu_nodes") -> list[Any]:
+    """``name`` as Ansible resolves it for each host of ``group`` (inventory variables only)."""
+    os.environ.setdefault("ANSIBLE_CONFIG", str(Path(__file__).resolve().parents[2] / "ansible.cfg"))
+    try:
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.vars.manager import VariableManager
+
+        loader = DataLoader()
+        hosts = InventoryManager(loader=loader, sources=[str(inventory)])
+        variables = VariableManager(loader=loader, inventory=hosts)
+        return [variables.get_vars(host=h, include_hostvars=False).get(name) for h in hosts.get_hosts(group)]
+    except Exception:  # vault without a password, ...: preflight refuses what is unread
+        return []

@@ -118,6 +118,22 @@ def test_status_reports_the_running_stack(deployed_lab: Any, state_dir: Path) ->
     if "nginx_server_names" not in group_vars:
         assert doc["chat_url"] == f"https://{address}"
     assert doc["frontend"][frontend]["ok"]
+    # The same pointers as the deploy's closing block (test_newcomer.py reads that one): a lab
+    # inventory, so the admin password is shown; the API key never is.
+    pointers = doc["pointers"]
+    assert pointers["chat_url"] == doc["chat_url"] and pointers["lab"] == inventory_dir(deployed_lab).name
+    assert pointers["admin_email"] == "admin@r1deploy.lab"
+    password_file = Path(pointers["admin_password_file"])
+    assert pointers["admin_password"] == password_file.read_text().strip()
+    assert pointers["api_key_file"] == str(inventory_dir(deployed_lab) / "credentials" / "vllm_api_key")
+    assert deployed_lab.api_key not in json.dumps(doc)
+    name = inventory_dir(deployed_lab).name
+    down = "make lab-down" if name == "lab" else f"r1deploy lab down --name {name}"
+    assert pointers["next"] == [
+        f"r1deploy smoke -i inventories/{name}",
+        f"r1deploy bench -i inventories/{name}",
+        down,
+    ]
 
 
 def test_status_sees_a_stopped_worker_and_recovers(

@@ -37,6 +37,20 @@ def hosts_document(hosts: list[Host]) -> dict[str, Any]:
     }
 
 
+def addresses(document: dict[str, Any]) -> dict[str, str]:
+    """host -> ansible_host in a hosts document as :func:`hosts_document` writes it."""
+    found: dict[str, str] = {}
+
+    def walk(group: dict[str, Any]) -> None:
+        for name, hostvars in (group.get("hosts") or {}).items():
+            found[name] = str((hostvars or {}).get("ansible_host", ""))
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    walk(document.get("all") or {})
+    return found
+
+
 def ssh_common_args(known_hosts: Path) -> str:
     # Host keys stay checked: the lab reads each container's keys into its own known_hosts file.
     return f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
