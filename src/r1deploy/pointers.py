@@ -76,12 +76,13 @@ class Pointers:
             tunnel=data.get("tunnel"),
         )
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, secret: bool = True) -> dict[str, Any]:
+        """``secret=False`` leaves the lab's admin password out (run records never hold a secret)."""
         return {
             "chat_url": self.chat_url,
             "admin_email": self.admin_email,
             "admin_password_file": str(self.admin_password_file),
-            "admin_password": self.admin_password,
+            "admin_password": self.admin_password if secret else None,
             "api_base_urls": self.api_base_urls,
             "api_key_file": str(self.api_key_file),
             "next": self.next_commands,

@@ -16,6 +16,7 @@ from typing import Any
 from r1deploy.events import EXIT_BAD_INPUT
 from r1deploy.progress import make_view
 from r1deploy.runner import BadInput, RunRequest, execute, resolve_inventory, resolve_playbook
+from r1deploy.runs import SUMMARY
 
 
 def add_json_option(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -163,8 +164,13 @@ def run_playbooks(
     except BadInput as exc:
         return refuse(args, command, str(exc))
     closed = closing(request) if closing is not None and result.exit_code == 0 else None
+    summary = result.summary
+    if closed:
+        summary = {**summary, "pointers": closed[1]}
+        if result.run is not None:  # `runs show` replays exactly what was printed
+            result.run.write_json(SUMMARY, summary)
     if args.json:
-        print_json({**result.summary, "pointers": closed[1]} if closed else result.summary)
+        print_json(summary)
     elif closed:
         print(closed[0], flush=True)
     return result.exit_code
