@@ -8,21 +8,24 @@ PYTEST_ARGS ?=
 .PHONY: help bootstrap demo test lint unit lab-up lab-down lab-status bench clean
 
 help:
-	@echo "make demo      deploy the whole stack to the built-in lab and print the chat page URL"
-	@echo "make test      every test tier (static, unit, lab end-to-end), as CI runs it"
+	@echo "make demo      deploy the whole stack to the built-in lab 'lab'; ends with how to sign in"
+	@echo "make test      every test tier (static, unit, lab end-to-end), as CI runs it, on its own lab"
+	@echo "               'lab-test' (never touches the demo's lab: the two run in either order)"
 	@echo "make lint      static checks only (ruff, yamllint, ansible-lint, syntax-check)"
 	@echo "make unit      unit tests only (no lab)"
-	@echo "make lab-up / lab-down / lab-status"
+	@echo "make lab-up / lab-down / lab-status   (the demo's lab; lab-down frees its memory)"
 	@echo "make bench     benchmarks on a deployed lab: load (vLLM, nginx), model fan-out, CLI overhead"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+# `r1deploy deploy` ends with the sign-in block (chat URL, admin email and password, API and key,
+# next commands); `r1deploy status -i inventories/lab` prints it again.
 demo: bootstrap
 	$(R1) lab up
 	$(R1) deploy -i inventories/lab
-	$(R1) status -i inventories/lab
 
+# The lab tier brings up, deploys and removes its own lab (tests/lab/conftest.py: `lab-test`).
 test: bootstrap
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -531,6 +531,7 @@ async def one_request(
 
 
 async def _prompt_tokens(conn: Connection, endpoint: Endpoint, config: BenchConfig, prompt: str) -> int:
+    """Prompt tokens as a 1-token completion's ``usage`` reports them (any OpenAI-compatible server)."""
     body = json.dumps(_payload(config, prompt, 1, stream=False)).encode()
     status, stream = await conn.post(endpoint.path(config.endpoint), _headers(config), body)
     text = (await _read_all(stream)).decode("utf-8", errors="replace")
@@ -542,28 +543,122 @@ async def _prompt_tokens(conn: Connection, endpoint: Endpoint, config: BenchConf
     return int(usage["prompt_tokens"])
 
 
+def _tokenize_path(endpoint: Endpoint) -> str:
+    """vLLM's ``/tokenize`` sits next to ``/v1`` (``http://head:8000/tokenize``)."""
+    return f"{endpoint.base_path.removesuffix('/v1')}/tokenize"
+
+
+async def _tokenize_count(conn: Connection, endpoint: Endpoint, config: BenchConfig, prompt: str) -> int:
+    """Prompt tokens as vLLM's ``/tokenize`` counts them with the served model's tokenizer.
+
+    The chat form renders the chat template with the generation prompt, as a chat completion does;
+    the completions form adds the special tokens a completion adds. No inference runs.
+    """
+    payload: dict[str, Any] = {"model": config.model}
+    if config.endpoint == "chat":
+        payload["messages"] = [{"role": "user", "content": prompt}]
+        payload["add_generation_prompt"] = True
+    else:
+        payload["prompt"] = prompt
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    status, stream = await conn.post(_tokenize_path(endpoint), headers, json.dumps(payload).encode())
+    text = (await _read_all(stream)).decode("utf-8", errors="replace")
+    if status != 200:
+        raise HttpError(status, text)
+    try:
+        count = json.loads(text)["count"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HttpError(status, f"not a /tokenize answer: {text[:120]}") from exc
+    return int(count)
+
+
+class TokenCounter:
+    """Counts a request's prompt tokens exactly: ``/tokenize`` where the server has it (vLLM), else
+    the ``usage`` of a 1-token completion (e.g. through nginx, which routes only ``/v1/``)."""
+
+    def __init__(self, conn: Connection, endpoint: Endpoint, config: BenchConfig) -> None:
+        self.conn, self.endpoint, self.config = conn, endpoint, config
+        self.method: str | None = None
+        self.calls = 0
+
+    async def count(self, prompt: str) -> int:
+        self.calls += 1
+        if self.method in (None, "tokenize"):
+            try:
+                n = await _tokenize_count(self.conn, self.endpoint, self.config, prompt)
+                self.method = "tokenize"
+                return n
+            except HttpError:
+                if self.method == "tokenize":
+                    raise
+                self.method = "usage"
+        return await _prompt_tokens(self.conn, self.endpoint, self.config, prompt)
+
+
 @dataclass
 class Calibration:
-    words: int
+    words: int  # the first guess for every prompt; each is then sized exactly
     tokens_per_word: float
     overhead_tokens: float
+    method: str = ""  # tokenize | usage
+    count_calls: int = 0
 
 
-async def calibrate(conn: Connection, endpoint: Endpoint, config: BenchConfig) -> Calibration:
-    """Words per prompt for ``prompt_tokens`` tokens as the server counts them (template included).
+async def calibrate(counter: TokenCounter, config: BenchConfig) -> Calibration:
+    """The first guess of words per prompt for ``prompt_tokens`` tokens (chat template included).
 
-    Two probes (``max_tokens`` 1): the one word "the" gives the chat template's overhead (the word
-    itself counted as one token), 256 random words the tokens per word (within about 1 %). They also
-    warm the server up; they are not measured.
+    Two counts: the one word "the" gives the template's overhead (the word itself one token), 256
+    random words the tokens per word. :func:`exact_prompt` then makes each prompt exactly right.
     """
     rng = random.Random((config.seed or 0) ^ 0x5EED)
     k = 256
-    t_one = await _prompt_tokens(conn, endpoint, config, "the")
-    t_long = await _prompt_tokens(conn, endpoint, config, make_prompt(k, rng))
+    t_one = await counter.count("the")
+    t_long = await counter.count(make_prompt(k, rng))
     overhead = max(t_one - 1, 0)
+    if config.prompt_tokens <= overhead:
+        raise BenchError(
+            f"--prompt-tokens {config.prompt_tokens} is not more than this endpoint's template overhead "
+            f"({overhead} tokens): ask for at least {overhead + 1}"
+        )
     per_word = max((t_long - overhead) / k, 0.1)
     words = max(round((config.prompt_tokens - overhead) / per_word), 1)
-    return Calibration(words, round(per_word, 4), round(overhead, 2))
+    return Calibration(words, round(per_word, 4), round(overhead, 2), counter.method or "")
+
+
+# Adjustments one prompt may take (each adds or removes a word) before sizing gives up.
+MAX_SIZING_STEPS = 200
+
+
+async def exact_prompt(counter: TokenCounter, target: int, words: int, rng: random.Random) -> str:
+    """A fresh random-word prompt of exactly ``target`` tokens as the server counts them.
+
+    Starts from ``words`` words, then adds a word while short and drops the last one while long. A
+    word that overshoots is dropped and another drawn, so the count lands on the target exactly.
+    """
+    chosen = [rng.choice(_WORDS) for _ in range(max(words, 1))]
+    for _ in range(MAX_SIZING_STEPS):
+        n = await counter.count(" ".join(chosen))
+        if n == target:
+            return " ".join(chosen)
+        if n < target:
+            chosen.append(rng.choice(_WORDS))
+        elif len(chosen) > 1:
+            chosen.pop()
+        else:
+            break
+    raise BenchError(f"cannot make a prompt of exactly {target} tokens with this tokenizer")
+
+
+async def sized_prompts(
+    conn: Connection, endpoint: Endpoint, config: BenchConfig, count: int, rng: random.Random
+) -> tuple[list[str], Calibration]:
+    """``count`` fresh prompts of exactly ``config.prompt_tokens`` tokens each, and how they were made."""
+    counter = TokenCounter(conn, endpoint, config)
+    sized = await calibrate(counter, config)
+    prompts = [await exact_prompt(counter, config.prompt_tokens, sized.words, rng) for _ in range(count)]
+    return prompts, replace(sized, method=counter.method or "", count_calls=counter.calls)
 
 
 @dataclass
@@ -603,6 +698,8 @@ class BenchResult:
             "prompt_tokens_mean": round(sum(prompt_counts) / len(prompt_counts), 2)
             if prompt_counts
             else None,
+            "prompt_tokens_min": min(prompt_counts) if prompt_counts else None,
+            "prompt_tokens_max": max(prompt_counts) if prompt_counts else None,
             "ttft_ms": distribution_ms([r.ttft for r in ok if r.ttft is not None]),
             "itl_ms": distribution_ms([gap for r in ok for gap in r.itl]),
             "tpot_ms": distribution_ms(tpot),
@@ -613,7 +710,8 @@ class BenchResult:
 async def run_bench(config: BenchConfig, prompts: Sequence[str] | None = None) -> BenchResult:
     """Run the benchmark: ``requests`` streamed requests, ``concurrency`` at a time.
 
-    Without ``prompts`` each request gets a fresh random-word prompt sized by :func:`calibrate`; with
+    Without ``prompts`` each request gets a fresh random-word prompt of exactly ``prompt_tokens``
+    tokens (:func:`sized_prompts`: counted by the server's ``/tokenize``, before the clock starts); with
     them (a user's prompt file, or another client's prompts for a comparison) they are used in order,
     cycled if fewer than ``requests``, and there is no calibration (nor its warm-up requests).
     """
@@ -628,8 +726,11 @@ async def run_bench(config: BenchConfig, prompts: Sequence[str] | None = None) -
     calibration: dict[str, Any] = {"skipped": "prompts given"}
     if prompts is None:
         probe = Connection(endpoint, context)
+        rng = random.Random(config.seed)
         try:
-            sized = await asyncio.wait_for(calibrate(probe, endpoint, config), timeout=config.timeout_s)
+            prompts, sized = await asyncio.wait_for(
+                sized_prompts(probe, endpoint, config, config.requests, rng), timeout=config.timeout_s
+            )
         except HttpError as exc:
             raise BenchError(
                 f"{endpoint.origin}{endpoint.path(config.endpoint)} refused the probe: {exc}"
@@ -639,8 +740,6 @@ async def run_bench(config: BenchConfig, prompts: Sequence[str] | None = None) -
         finally:
             await probe.close()
         calibration = asdict(sized)
-        rng = random.Random(config.seed)
-        prompts = [make_prompt(sized.words, rng) for _ in range(config.requests)]
     else:
         prompts = [prompts[i % len(prompts)] for i in range(config.requests)]
     todo: asyncio.Queue[str] = asyncio.Queue()

@@ -103,6 +103,8 @@ class RunRequest:
     verbosity: int = 0
     argv: list[str] = field(default_factory=list)
     record: bool = True
+    # Inventory values of play-keyword variables (r1deploy_gpu_reboot_batch): None = read them.
+    inventory_keywords: dict[str, Any] | None = None
 
     def plan_key(self) -> str:
         """Runs with the same key run the same tasks: the previous one's count is this one's estimate."""
@@ -128,8 +130,14 @@ class RunResult:
     run: RunFolder | None
 
 
-def ansible_playbook_argv(request: RunRequest, extravars_file: Path | None = None) -> list[str]:
-    """The ansible-playbook command line for a request (paths only, never a secret value)."""
+def ansible_playbook_argv(
+    request: RunRequest, extravars_file: Path | None = None, keywords_file: Path | None = None
+) -> list[str]:
+    """The ansible-playbook command line for a request (paths only, never a secret value).
+
+    ``keywords_file`` (inventory values of play-keyword variables) comes before the user's ``-e``
+    files, so an operator's own extra variables still win.
+    """
     argv = ["ansible-playbook", "-i", str(request.inventory)]
     if request.limit:
         argv += ["--limit", request.limit]
@@ -147,6 +155,8 @@ def ansible_playbook_argv(request: RunRequest, extravars_file: Path | None = Non
         argv += ["--vault-id", vault_id]
     for vault_file in request.vault_password_files:
         argv += ["--vault-password-file", vault_file]
+    if keywords_file is not None:
+        argv += ["-e", f"@{keywords_file}"]
     for path in request.extra_var_files:
         argv += ["-e", f"@{path}"]
     if extravars_file is not None:
@@ -275,6 +285,11 @@ def execute(
     for path in request.extra_var_files:
         if not path.is_file():
             raise BadInput(f"extra-vars file not found: {path}")
+    from r1deploy import inventory_input  # imports this module: late, to avoid the cycle
+
+    inventory_input.check_files(request.inventory)
+    if request.inventory_keywords is None:
+        request.inventory_keywords = inventory_input.play_keyword_vars(request.inventory)
     scrub = scrubber or scrubber_for(
         request.inventory, vault_specs=[*request.vault_ids, *request.vault_password_files]
     )
@@ -287,6 +302,13 @@ def execute(
         return _execute(request, view, root, scrub, on_event, run, run_id, private)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def _private_json(path: Path, data: dict[str, Any]) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+    return path
 
 
 def _execute(
@@ -305,11 +327,11 @@ def _execute(
 
     extravars_file: Path | None = None
     if request.extravars:
-        extravars_file = private / "extravars.json"
-        fd = os.open(extravars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(request.extravars, handle)
-    argv = ansible_playbook_argv(request, extravars_file)
+        extravars_file = _private_json(private / "extravars.json", request.extravars)
+    keywords_file: Path | None = None
+    if request.inventory_keywords:
+        keywords_file = _private_json(private / "inventory-keywords.json", request.inventory_keywords)
+    argv = ansible_playbook_argv(request, extravars_file, keywords_file)
     shown_argv = [a.replace(str(private), "<private-data-dir>") for a in argv]
     meta: dict[str, Any] = {
         "run_id": run_id,
@@ -340,6 +362,7 @@ def _execute(
                     "started": _now_iso(),
                     "versions": _versions(),
                     "extravars": request.extravars,
+                    "inventory_keywords": request.inventory_keywords or {},
                 }
             ),
         )

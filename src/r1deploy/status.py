@@ -113,6 +113,11 @@ def endpoints(inventory: Path, fetch_cert: bool = False) -> Endpoints:
     """
     tags = "endpoints,cert" if fetch_cert else "endpoints"
     result, events = _run_status(inventory, tags, ["status", "--tags", tags, "-i", str(inventory)])
+    return endpoints_from(inventory, result, events)
+
+
+def endpoints_from(inventory: Path, result: RunResult, events: list[dict[str, Any]]) -> Endpoints:
+    """The endpoints from a status.yml run's events (``endpoints`` tag); StatusError when missing."""
     found = _facts(result, events, Stack.FACT_ENDPOINTS)
     if not found:
         errors = "; ".join(
@@ -352,4 +357,11 @@ def _int_or_none(value: Any) -> int | None:
 
 def gather(inventory: Path, argv: list[str], view: Any = None) -> dict[str, Any]:
     result, events = _run_status(inventory, None, argv, view)
-    return build_status(result, events)
+    doc = build_status(result, events)
+    from r1deploy import pointers  # imports this module
+
+    try:
+        doc["pointers"] = pointers.build(inventory, endpoints_from(inventory, result, events)).as_dict()
+    except StatusError:
+        doc["pointers"] = None
+    return doc

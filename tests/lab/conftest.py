@@ -1,7 +1,12 @@
 """The lab tier's shared lab: brought up once per pytest session, torn down at its end.
 
+It is brought up the way the README tells a new user to (``r1deploy lab up``, then ``r1deploy deploy``
+in tests/lab/deployed.py), under its own name: ``make demo``'s lab is ``lab``, the tests' is
+``lab-test``, so ``make test`` and ``make demo`` run in either order on one machine and neither touches
+the other's lab (tests/unit/test_lab_cli.py checks the two defaults differ).
+
 Environment:
-  R1DEPLOY_LAB_NAME   which lab (default ``lab``); use your own name when others run labs here too.
+  R1DEPLOY_LAB_NAME   which lab (default ``lab-test``); use your own name when others run labs here too.
   R1DEPLOY_LAB_REUSE  ``1``: use the lab of that name if it is already up (and leave it up afterwards).
                       Without it, a lab that is already up is an error rather than silently reused
                       or destroyed (it may be someone's demo).
@@ -24,6 +29,9 @@ from tests.lab.deployed import deployed_lab  # noqa: F401  the whole stack, depl
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The lab tier's default lab name: never `make demo`'s (r1deploy.lab.paths.DEFAULT_NAME).
+TEST_LAB_NAME = "lab-test"
+ARTIFACTS = REPO / "test-artifacts"
 DOCKER = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else "docker"
 
 
@@ -31,9 +39,13 @@ def _log(msg: str) -> None:
     print(f"[lab] {msg}", file=sys.stderr, flush=True)
 
 
+def session_lab_name() -> str:
+    return os.environ.get("R1DEPLOY_LAB_NAME") or TEST_LAB_NAME
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabInfo]:
-    name = os.environ.get("R1DEPLOY_LAB_NAME", "lab")
+    name = session_lab_name()
     workers = int(os.environ.get("R1DEPLOY_LAB_WORKERS", "1"))
     reuse = os.environ.get("R1DEPLOY_LAB_REUSE") == "1"
     keep = os.environ.get("R1DEPLOY_KEEP_LAB") == "1"
@@ -46,7 +58,24 @@ def lab() -> Iterator[LabInfo]:
             pytrace=False,
         )
     try:
-        info = handle.up()  # idempotent: on a reused lab it only refreshes keys, mirrors, inventory
+        # The README's first step, as a user types it (idempotent: on a reused lab it only refreshes
+        # keys, mirrors and the inventory). Progress goes to the terminal; the table to an artifact.
+        up = subprocess.run(
+            [str(BIN / "r1deploy"), "lab", "up", "--name", name, "--workers", str(workers)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "lab-up.txt").write_text(up.stdout)
+        if up.returncode != 0:
+            pytest.fail(
+                f"`r1deploy lab up --name {name}` exited {up.returncode}:\n{up.stdout}", pytrace=False
+            )
+        info = handle.status()
+        assert info is not None and info.hosts, f"lab {name} is not up after `r1deploy lab up`"
         yield info
     finally:
         if keep or (reuse and existed):

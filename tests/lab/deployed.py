@@ -1,8 +1,10 @@
-"""The `deployed_lab` fixture: the whole stack deployed to the session's lab once, with deploy.yml.
+"""The `deployed_lab` fixture: the whole stack deployed to the session's lab once.
 
-Every test that needs a serving cluster uses it; the deploy runs exactly as an operator runs it
-(`ansible-playbook -i inventories/<lab> deploy.yml` over SSH). Measured numbers go to
-test-artifacts/numbers.json (reported, never asserted).
+Every test that needs a serving cluster uses it. The deploy is the README's second step, exactly as a
+new user types it: `r1deploy deploy -i inventories/<lab>` (playbooks/site.yml, what deploy.yml imports,
+through the CLI's runner, over SSH). Its output, closing block included, is kept for
+tests/lab/test_newcomer.py. Measured numbers go to test-artifacts/numbers.json (reported, never
+asserted).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.helpers import REPO, PlaybookRun, inventory_groups, run_playbook
+from tests.lab.helpers import REPO, PlaybookRun, inventory_groups, run_cli_deploy
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -39,11 +41,13 @@ class DeployedLab:
 def deployed_lab(lab) -> Iterator[DeployedLab]:
     inventory = Path(lab.inventory_dir)
     started = time.monotonic()
-    run = run_playbook(inventory, "deploy.yml")
+    run = run_cli_deploy(inventory)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "deploy-first-run.log").write_text(run.output)
     if run.rc != 0:
-        pytest.fail(f"deploy.yml failed on the lab (rc {run.rc}):\n{run.output[-10000:]}", pytrace=False)
+        pytest.fail(
+            f"`r1deploy deploy` failed on the lab (rc {run.rc}):\n{run.output[-10000:]}", pytrace=False
+        )
     groups = inventory_groups(inventory)
     head_ip = next(iter(groups["ray_head"].values()))
     key = (inventory / "credentials" / "vllm_api_key").read_text().strip()

@@ -26,6 +26,7 @@ class PlaybookRun:
     output: str
     seconds: float
     recap: dict[str, dict[str, int]]
+    stdout: str = ""  # the command's stdout alone (CLI runs)
 
     def total(self, key: str) -> int:
         return sum(stats[key] for stats in self.recap.values())
@@ -67,6 +68,37 @@ def run_playbook(inventory: Path, playbook: str, *args: str, timeout: float = 36
         for m in RECAP.finditer(output)
     }
     return PlaybookRun(proc.returncode, output, round(time.monotonic() - start, 1), recap)
+
+
+# The recap lines of the CLI's plain view (r1deploy.progress.recap_text).
+CLI_RECAP = re.compile(
+    r"^(?P<host>\S+)\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+failed=(?P<failed>\d+)"
+    r"\s+unreachable=(?P<unreachable>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)"
+    r"\s+ignored=(?P<ignored>\d+)",
+    re.MULTILINE,
+)
+
+
+def run_cli_deploy(inventory: Path, timeout: float = 3600) -> PlaybookRun:
+    """`r1deploy deploy -i INVENTORY --plain`, as the README's newcomer path runs it (stdout only in
+    ``output``: the closing block must be the last thing a user reads there; stderr is appended after
+    a marker for failures)."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(BIN / "r1deploy"), "deploy", "-i", str(inventory), "--plain"],
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    recap = {
+        m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+        for m in CLI_RECAP.finditer(proc.stdout)
+    }
+    output = proc.stdout + (f"\n--- stderr ---\n{proc.stderr}" if proc.stderr.strip() else "")
+    return PlaybookRun(proc.returncode, output, round(time.monotonic() - start, 1), recap, proc.stdout)
 
 
 def on_host(inventory: Path, host: str, command: str, become: bool = True, timeout: float = 300) -> str:

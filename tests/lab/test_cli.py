@@ -118,6 +118,22 @@ def test_status_reports_the_running_stack(deployed_lab: Any, state_dir: Path) ->
     if "nginx_server_names" not in group_vars:
         assert doc["chat_url"] == f"https://{address}"
     assert doc["frontend"][frontend]["ok"]
+    # The same pointers as the deploy's closing block (test_newcomer.py reads that one): a lab
+    # inventory, so the admin password is shown; the API key never is.
+    pointers = doc["pointers"]
+    assert pointers["chat_url"] == doc["chat_url"] and pointers["lab"] == inventory_dir(deployed_lab).name
+    assert pointers["admin_email"] == "admin@r1deploy.lab"
+    password_file = Path(pointers["admin_password_file"])
+    assert pointers["admin_password"] == password_file.read_text().strip()
+    assert pointers["api_key_file"] == str(inventory_dir(deployed_lab) / "credentials" / "vllm_api_key")
+    assert deployed_lab.api_key not in json.dumps(doc)
+    name = inventory_dir(deployed_lab).name
+    down = "make lab-down" if name == "lab" else f"r1deploy lab down --name {name}"
+    assert pointers["next"] == [
+        f"r1deploy smoke -i inventories/{name}",
+        f"r1deploy bench -i inventories/{name}",
+        down,
+    ]
 
 
 def test_status_sees_a_stopped_worker_and_recovers(
@@ -212,20 +228,17 @@ config = r1bench.BenchConfig(url=url + "/v1", model=model, api_key=key, concurre
                              requests=requests, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
                              ignore_eos=True)
 
-async def words_for_prompt_tokens():
+# Both clients send the same kind of prompts (prompt content changes this server's prefill time), each
+# exactly prompt_tokens long as the server counts them (r1bench.sized_prompts, vLLM's /tokenize), and
+# every run gets prompts never sent before (a repeated prompt would be served by the prefix cache).
+rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+async def fresh_prompts():
     endpoint = r1bench.parse_url(config.url)
     conn = r1bench.Connection(endpoint, None)
     try:
-        return (await r1bench.calibrate(conn, endpoint, config)).words
+        return (await r1bench.sized_prompts(conn, endpoint, config, requests, rng))[0]
     finally:
         await conn.close()
-
-# Both clients send the same kind of prompts (prompt content changes this server's prefill time), and
-# every run gets prompts never sent before (a repeated prompt would be served by the prefix cache).
-words = asyncio.run(words_for_prompt_tokens())
-rng = random.Random(int.from_bytes(os.urandom(4), "big"))
-def fresh_prompts():
-    return [r1bench.make_prompt(words, rng) for _ in range(requests)]
 
 def vllm_args():
     parser = FlexibleArgumentParser()
@@ -255,10 +268,10 @@ async def together():
     samples = [
         SampleRequest(prompt=p, prompt_len=len(tokenizer(p, add_special_tokens=False).input_ids),
                       expected_output_len=max_tokens)
-        for p in fresh_prompts()
+        for p in await fresh_prompts()
     ]
     vllm_serve.get_samples = lambda args, tokenizer: samples
-    ours_prompts = fresh_prompts()
+    ours_prompts = await fresh_prompts()
     async def ours():
         await asyncio.wait_for(started.wait(), 600)
         return await r1bench.run_bench(config, ours_prompts)
@@ -302,7 +315,9 @@ def test_bench_cli_against_the_lab(deployed_lab: Any, state_dir: Path) -> None:
     assert code == 0 and doc["ok"], err[-2000:]
     assert doc["completed"] == 16 and doc["errors"] == 0
     assert doc["output_tokens"] == 16 * 32  # ignore_eos: every request streams exactly max tokens
-    assert doc["prompt_tokens_mean"] == pytest.approx(128, rel=0.05)
+    # Every prompt is exactly the asked size, as the served model's tokenizer counts it (/tokenize).
+    assert doc["prompt_tokens_min"] == doc["prompt_tokens_max"] == 128
+    assert doc["calibration"]["method"] == "tokenize"
     assert doc["config"]["url"].endswith(":8000/v1") and doc["config"]["model"] == "r1-tiny"
     assert doc["itl_ms"]["n"] > 16 and doc["ttft_ms"]["p50"] <= doc["e2e_latency_ms"]["p50"]
     assert plot.read_bytes()[:4] == b"\x89PNG"

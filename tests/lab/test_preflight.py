@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.lab.helpers import inventory_groups, run_playbook
+from r1deploy.lab import Lab
+from r1deploy.lab.lab import fact_cache_files
+from tests.lab.conftest import DOCKER, session_lab_name
+from tests.lab.helpers import BIN, REPO, ansible_env, inventory_groups, run_playbook
 
 pytestmark = [pytest.mark.lab]
 FACT = "/etc/ansible/facts.d/r1deploy_gpus.fact"
@@ -178,3 +182,70 @@ def test_a_gpu_site_declared_on_gpu_less_hosts_is_refused(first_run, lab_invento
     assert "no NVIDIA GPU found (nvidia-smi and lspci see none) [r1deploy_gpus.count]" in run.output
     for host in inventory_groups(lab_inventory)["gpu_nodes"]:
         assert host in run.output
+
+
+# ---- stale facts: a re-addressed host is judged as it is now ---------------------------------------
+
+
+def _cached_addresses(host: str) -> list[str]:
+    """The IPv4 addresses Ansible's fact cache (ansible.cfg: .cache/facts) holds for ``host``."""
+    addresses: list[str] = []
+    for path in fact_cache_files(REPO / ".cache" / "facts", host):
+        doc = json.loads(path.read_text())
+        facts = json.loads(doc["__payload__"]) if "__payload__" in doc else doc  # 2.19 wraps it
+        addresses += facts.get("ansible_all_ipv4_addresses", [])
+    return addresses
+
+
+def _r1deploy_check(inventory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "r1deploy"), "check", "-i", str(inventory), "--plain"],
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def test_preflight_sees_re_addressed_hosts_as_they_are_now() -> None:
+    """A server re-addressed since the last run (here: a small lab of its own whose head and worker
+    swap addresses) passes `r1deploy check` against its new address, though the fact cache still
+    holds the old one; `lab down` then forgets the facts of the hosts it removed.
+
+    Before preflight gathered its own facts, the second check failed with "r1deploy_node_ip <new> is
+    not configured on the host (it has <old>)": `gathering = smart` took the cached copy.
+    """
+    # Its own small lab, next to the session's (which stays as it is): idle containers, no deploy.
+    mini = Lab((session_lab_name() + "-facts")[:23], workers=1, root=REPO, log=print)
+    if mini.status() is not None:
+        mini.down()  # left over from an interrupted run of this test (this name is this test's own)
+    try:
+        info = mini.up()
+        head = next(h for h in info.hosts if h.group == "ray_head")
+        worker = next(h for h in info.hosts if h.group == "ray_workers")
+        first = _r1deploy_check(info.inventory_dir)
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+        assert head.cluster_ip in _cached_addresses(head.name)
+        assert worker.cluster_ip not in _cached_addresses(head.name)
+        # Re-address: the worker takes the head's address and the head the next free one.
+        network = f"{mini.name}-cluster"
+        for host in (head, worker):
+            subprocess.run([DOCKER, "network", "disconnect", network, host.name], check=True)
+        for host in (worker, head):
+            subprocess.run([DOCKER, "network", "connect", network, host.name], check=True)
+        info = mini.up()  # rewrites the inventory and known_hosts for the new addresses
+        moved = next(h for h in info.hosts if h.name == head.name)
+        assert moved.cluster_ip != head.cluster_ip
+        stale = _cached_addresses(head.name)
+        assert head.cluster_ip in stale and moved.cluster_ip not in stale  # the cache is stale now
+        second = _r1deploy_check(info.inventory_dir)
+        assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-2000:]
+        assert "is not configured on the host" not in second.stdout
+        fresh = _cached_addresses(head.name)
+        assert moved.cluster_ip in fresh and head.cluster_ip not in fresh  # refreshed by preflight
+        names = [h.name for h in info.hosts]
+    finally:
+        mini.down()
+    assert [n for n in names if fact_cache_files(REPO / ".cache" / "facts", n)] == []

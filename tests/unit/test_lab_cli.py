@@ -63,3 +63,41 @@ def test_status_table_lists_hosts_addresses_and_mirrors(tmp_path) -> None:  # ty
     assert "lab-frontend  frontend  10.9.0.3    10.8.0.2" in text
     assert "http://10.9.0.1:3142/deb.debian.org/debian  (running)" in text
     assert "http://10.9.0.1:3143/  (STOPPED)" in text
+
+
+def test_make_test_and_make_demo_never_share_a_lab(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's two commands run in either order: `make demo` (and `make lab-down`) use the CLI's
+    default lab, the lab tier its own; neither brings up, reuses or removes the other's lab."""
+    import re
+    from pathlib import Path
+
+    from r1deploy.lab.paths import DEFAULT_NAME, default_name
+    from tests.lab.conftest import TEST_LAB_NAME, session_lab_name
+
+    monkeypatch.delenv("R1DEPLOY_LAB_NAME", raising=False)
+    assert default_name() == DEFAULT_NAME == "lab"
+    assert session_lab_name() == TEST_LAB_NAME != DEFAULT_NAME
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    for target in ("demo", "lab-down", "test"):
+        recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+        assert recipe, target
+        assert "--name" not in recipe.group(1) and "R1DEPLOY_LAB_NAME" not in recipe.group(1), recipe.group(1)
+
+
+def test_fact_cache_files_of_a_host_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from r1deploy.lab.lab import fact_cache_files
+
+    for name in (
+        "s1_lab-head",
+        "lab-head",
+        "s1_lab-head2",
+        "s1_lab-test-head",
+        "s2_lab-head",
+        "xs1_lab-head",
+    ):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in fact_cache_files(tmp_path, "lab-head")] == [
+        "lab-head",
+        "s1_lab-head",
+        "s2_lab-head",
+    ]

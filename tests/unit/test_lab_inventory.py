@@ -64,6 +64,10 @@ def test_every_host_uses_its_cluster_address_for_ansible_and_ray(tmp_path: Path)
     assert sorted(gpu["ray_workers"]["hosts"]) == ["lab-worker1", "lab-worker2"]
     # The frontend is reached on the cluster network too (its public address is for browsers).
     assert doc["all"]["children"]["frontend"]["hosts"]["lab-frontend"]["ansible_host"] == "172.30.0.9"
+    # ...which the inventory names without needing facts (the chat URL in `deploy`'s closing block).
+    assert (
+        doc["all"]["children"]["frontend"]["hosts"]["lab-frontend"]["r1deploy_lab_public_ip"] == "172.31.0.2"
+    )
 
 
 def test_zero_workers_leaves_an_empty_ray_workers_group(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ with one mistake each. Stage 1 connects to no host, so these run without the lab
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,7 @@ def inventory(tmp_path: Path, hosts_edit: Any = None, extra: dict[str, Any] | No
               host_vars: dict[str, dict[str, Any]] | None = None) -> Path:  # fmt: skip
     inv = tmp_path / "inv"
     shutil.copytree(SAMPLE, inv)
+    filled_in(inv)
     if hosts_edit is not None:
         data = yaml.safe_load((inv / "hosts.yml").read_text())
         hosts_edit(data)
@@ -31,6 +34,12 @@ def inventory(tmp_path: Path, hosts_edit: Any = None, extra: dict[str, Any] | No
         (inv / "host_vars").mkdir(exist_ok=True)
         (inv / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(values))
     return inv
+
+
+def filled_in(inv: Path) -> None:
+    """What a site does last: delete the sample's marker (these tests start from the sample's values)."""
+    main = inv / "group_vars" / "all" / "main.yml"
+    main.write_text(main.read_text().replace("r1deploy_unedited_sample: true\n", ""))
 
 
 def boilerplate(inv: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -46,6 +55,27 @@ def refused(r: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert "Preflight (inventory) found" in out, out[-3000:]
     for needle in needles:
         assert needle in out, (needle, out[-3000:])
+
+
+def test_the_unedited_sample_says_what_to_fill_in_and_contacts_nobody(tmp_path: Path) -> None:
+    inv = tmp_path / "sample"
+    shutil.copytree(SAMPLE, inv)
+    env = dict(os.environ, R1DEPLOY_STATE_DIR=str(tmp_path / "state"))
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "r1deploy"), "check", "-i", str(inv), "--json"],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=300, env=env,
+    )  # fmt: skip
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 2 and doc["status"] == "refused", proc.stdout[-3000:]
+    assert doc["totals"]["unreachable"] == 0 and [p["name"] for p in doc["plays"]][1:] == []  # stage 1 only
+    message = doc["failures"][0]["message"]
+    for needle in ("hosts.yml", "ansible_host", "r1deploy_node_ip", "gpu01 10.0.0.11", "ansible_user",
+                   "r1deploy_model", "r1deploy_gpu_model", "r1deploy_gpus_per_node", "open_webui_admin_email",
+                   "delete `r1deploy_unedited_sample: true`"):  # fmt: skip
+        assert needle in message, (needle, message)
+    # Deleting the marker is all it takes for the sample's own values to pass stage 1.
+    filled_in(inv)
+    assert boilerplate(inv).returncode == 0
 
 
 def test_sample_inventory_passes_and_shows_the_plan(tmp_path: Path) -> None:
@@ -177,3 +207,39 @@ def test_tp_across_nodes_is_refused_unless_the_escape_hatch_is_set(tmp_path: Pat
 def test_escape_hatch_does_not_relax_errors(tmp_path: Path) -> None:
     extra = {"vllm_server_dtype": "bfloat16", "r1deploy_ignore_preflight_errors": True}
     refused(boilerplate(inventory(tmp_path, extra=extra)), "--dtype half")
+
+
+# ---- r1deploy_gpu_reboot_batch: a play keyword (serial) set in the inventory ---------------------------
+
+
+def test_reboot_batch_in_group_vars_is_refused_where_serial_would_ignore_it(tmp_path: Path) -> None:
+    inv = inventory(tmp_path, extra={"r1deploy_gpu_reboot_batch": 2})
+    r = boilerplate(inv)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "would use 1" in out, out[-3000:]
+    fix = "-e '{\"r1deploy_gpu_reboot_batch\": 2}'"
+    assert fix in out and "r1deploy deploy" in out, out[-3000:]  # the fixes
+    # The fix as the message gives it: the same value as a typed extra variable reaches serial.
+    r = boilerplate(inv, "-e", '{"r1deploy_gpu_reboot_batch": 2}')
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "GPU reboot batch 2" in r.stdout
+
+
+def test_reboot_batch_in_group_vars_reaches_serial_through_the_cli(tmp_path: Path) -> None:
+    inv = inventory(tmp_path, extra={"r1deploy_gpu_reboot_batch": 2})
+    env = dict(os.environ, R1DEPLOY_STATE_DIR=str(tmp_path / "state"))
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "r1deploy"), "run", "boilerplate", "-i", str(inv), "--json"],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=300, env=env,
+    )  # fmt: skip
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"], proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert doc["plays"][0]["name"].endswith("GPU reboot batch 2")
+    command = json.loads((Path(doc["run_dir"]) / "command.json").read_text())
+    assert command["inventory_keywords"] == {"r1deploy_gpu_reboot_batch": 2}
+
+
+def test_hosts_that_disagree_on_the_reboot_batch_are_refused(tmp_path: Path) -> None:
+    r = boilerplate(inventory(tmp_path, host_vars={"gpu02": {"r1deploy_gpu_reboot_batch": 2}}))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "(gpu02: 2)" in out and "one value for every gpu_nodes host" in out

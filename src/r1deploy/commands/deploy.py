@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 from r1deploy.commands.run import add_playbook_options, run_playbooks
+from r1deploy.runner import RunRequest
 
 SITE_PLAYBOOK = "site.yml"
 
 
+def closing_block(request: RunRequest) -> tuple[str, dict[str, Any]] | None:
+    """How to sign in and what to run next (r1deploy.pointers), after a deploy that succeeded."""
+    if request.check or request.limit or request.tags:
+        return None  # a partial or dry run: the stack may not be (fully) there
+    from r1deploy import pointers
+    from r1deploy.status import StatusError, endpoints
+
+    try:
+        found = pointers.build(request.inventory, endpoints(request.inventory))
+    except StatusError as exc:
+        print(f"note: cannot list the stack's addresses: {exc}", file=sys.stderr)
+        return None
+    return pointers.render(found), found.as_dict(secret=False)
+
+
 def _handle(args: argparse.Namespace) -> int:
-    return run_playbooks(args, "deploy", [SITE_PLAYBOOK])
+    return run_playbooks(args, "deploy", [SITE_PLAYBOOK], closing=closing_block)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,13 +9,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from r1deploy.events import EXIT_BAD_INPUT
 from r1deploy.progress import make_view
 from r1deploy.runner import BadInput, RunRequest, execute, resolve_inventory, resolve_playbook
+from r1deploy.runs import SUMMARY
 
 
 def add_json_option(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -136,13 +137,22 @@ def refuse(args: argparse.Namespace, command: str, message: str) -> int:
     return EXIT_BAD_INPUT
 
 
+# After a successful run: (text for the terminal, data for --json) or None; see r1deploy.pointers.
+Closing = Callable[[RunRequest], "tuple[str, dict[str, Any]] | None"]
+
+
 def run_playbooks(
     args: argparse.Namespace,
     command: str,
     playbooks: Sequence[str],
     extravars: dict[str, Any] | None = None,
+    closing: Closing | None = None,
 ) -> int:
-    """Shared handler: build the request, run it with the right view, print JSON if asked."""
+    """Shared handler: build the request, run it with the right view, print JSON if asked.
+
+    ``closing`` runs after a successful run (exit 0): its text is the run's last block on stdout
+    (``deploy``: how to sign in, next commands), its data the JSON summary's ``pointers``.
+    """
     try:
         request = request_from_args(args, command, playbooks, extravars)
         view = make_view(json_mode=args.json) if not getattr(args, "plain", False) else None
@@ -153,8 +163,16 @@ def run_playbooks(
         result = execute(request, view)
     except BadInput as exc:
         return refuse(args, command, str(exc))
+    closed = closing(request) if closing is not None and result.exit_code == 0 else None
+    summary = result.summary
+    if closed:
+        summary = {**summary, "pointers": closed[1]}
+        if result.run is not None:  # `runs show` replays exactly what was printed
+            result.run.write_json(SUMMARY, summary)
     if args.json:
-        print_json(result.summary)
+        print_json(summary)
+    elif closed:
+        print(closed[0], flush=True)
     return result.exit_code
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from r1deploy import pointers
 from r1deploy.commands.run import add_inventory_option, add_json_option, print_json, refuse
 from r1deploy.progress import PlainView, QuietView, View
 from r1deploy.runner import BadInput, resolve_inventory
@@ -108,6 +109,8 @@ def _handle(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         render(doc, Console())
+        if doc.get("pointers"):
+            print(pointers.render(pointers.Pointers.from_dict(doc["pointers"])), flush=True)
     return int(doc["exit_code"])
 
 

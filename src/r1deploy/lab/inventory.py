@@ -17,12 +17,16 @@ VARS_DIR = Path(__file__).with_name("inventory_vars")
 def hosts_document(hosts: list[Host]) -> dict[str, Any]:
     """The same group shape as inventories/sample/hosts.yml: gpu_nodes{ray_head, ray_workers}, frontend."""
 
+    def host_vars(h: Host) -> dict[str, Any]:
+        found: dict[str, Any] = {"ansible_host": h.cluster_ip, "r1deploy_node_ip": h.cluster_ip}
+        if h.public_ip:
+            # The chat page's address (inventory_vars/frontend.yml), known without facts: the closing
+            # block and `r1deploy status` name it even when no facts are cached.
+            found["r1deploy_lab_public_ip"] = h.public_ip
+        return found
+
     def group(name: str) -> dict[str, Any]:
-        members = {
-            h.name: {"ansible_host": h.cluster_ip, "r1deploy_node_ip": h.cluster_ip}
-            for h in hosts
-            if h.group == name
-        }
+        members = {h.name: host_vars(h) for h in hosts if h.group == name}
         return {"hosts": members} if members else {}
 
     return {
@@ -35,6 +39,20 @@ def hosts_document(hosts: list[Host]) -> dict[str, Any]:
             }
         }
     }
+
+
+def addresses(document: dict[str, Any]) -> dict[str, str]:
+    """host -> ansible_host in a hosts document as :func:`hosts_document` writes it."""
+    found: dict[str, str] = {}
+
+    def walk(group: dict[str, Any]) -> None:
+        for name, hostvars in (group.get("hosts") or {}).items():
+            found[name] = str((hostvars or {}).get("ansible_host", ""))
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    walk(document.get("all") or {})
+    return found
 
 
 def ssh_common_args(known_hosts: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,15 @@ class Spec:
     @property
     def gpu_node(self) -> bool:
         return self.group in ("ray_head", "ray_workers")
+
+
+def fact_cache_files(cache: Path, host: str) -> list[Path]:
+    """The jsonfile fact cache's files for ``host``: ``<host>`` (ansible-core < 2.19) and ``s<N>_<host>``
+    (2.19 prefixes each key with its cache schema, ``s1_`` today)."""
+    if not cache.is_dir():
+        return []
+    pattern = re.compile(rf"(s\d+_)?{re.escape(host)}")
+    return sorted(p for p in cache.iterdir() if pattern.fullmatch(p.name))
 
 
 def specs(lab: str, workers: int) -> list[Spec]:
@@ -199,6 +209,7 @@ class Lab:
                 ssh.authorize(self.docker, host.name, public_key)
                 lines += ssh.known_hosts_lines(host, keys)
             ssh.write_known_hosts(self.known_hosts, lines)
+            self._close_stale_connections(hosts)
             urls = mirrors.ensure(self.name, cluster.gateway, self.state, wheelhouse.path)
             info = self._info(hosts, cluster, public, image, urls, model_dir=self._tiny_model())
             self.control_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +253,20 @@ class Lab:
                 if current is not None and current.public_ip is None:
                     self.docker.run(["network", "connect", f"{self.name}-public", spec.name])
 
+    def _close_stale_connections(self, hosts: list[Host]) -> None:
+        """Hosts whose address changed since the last inventory: their SSH masters talk to nobody now."""
+        previous_file = self.inventory_dir / "hosts.yml"
+        if not previous_file.exists() or not self.control_dir.exists():
+            return
+        try:
+            previous = inventory.addresses(yaml.safe_load(previous_file.read_text()) or {})
+        except yaml.YAMLError:
+            previous = {}
+        moved = sorted(h.name for h in hosts if previous.get(h.name) not in (None, h.cluster_ip))
+        if moved:
+            ssh.close_control_masters(self.control_dir)
+            self.log(f"new addresses for {', '.join(moved)}: closed the lab's SSH connections")
+
     def _check_free(self, name: str) -> None:
         found = self.docker.run(["container", "inspect", name], check=False)
         if found.returncode == 0:
@@ -252,7 +277,8 @@ class Lab:
 
     def _forget_facts(self, host: str) -> None:
         # ansible.cfg caches facts for a day; a new container under an old name must not inherit them.
-        (self.root / ".cache" / "facts" / host).unlink(missing_ok=True)
+        for path in fact_cache_files(self.root / ".cache" / "facts", host):
+            path.unlink(missing_ok=True)
 
     def _tiny_model(self) -> Path | None:
         try:
