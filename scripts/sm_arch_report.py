@@ -103,6 +103,19 @@ def scan_wheel(wheel: Path, tool: Path) -> list[Library]:
     return libraries
 
 
+def ptxas(wheel: Path) -> str:
+    """Triton compiles kernels with the ptxas it bundles: its CUDA release decides the oldest GPU."""
+    member = "triton/backends/nvidia/bin/ptxas"
+    with zipfile.ZipFile(wheel) as zf:
+        if member not in zf.namelist():
+            return ""
+        path = Path(zf.extract(member, CACHE / "unpacked" / wheel.stem))
+    path.chmod(0o755)
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+    release = re.search(r"release (\d+\.\d+)", version)
+    return f"; bundled ptxas: CUDA {release.group(1)}" if release else ""
+
+
 def sort_key(arch: str) -> tuple[int, str]:
     digits = re.sub(r"\D", "", arch)
     return int(digits or 0), arch
@@ -148,16 +161,23 @@ def main() -> int:
     wheels = download([f"{p}=={pins[p]}" for p in packages], python, CACHE / "wheels")
     libraries = [lib for wheel in wheels for lib in scan_wheel(wheel, tool)]
     print(report(lock, libraries, python))
+    readers = {w.name for w in wheels} - {lib.wheel for lib in libraries}
+    for wheel in sorted((w for w in wheels if w.name in readers), key=lambda w: w.name):
+        label = " ".join(wheel.name.split("-")[:2])
+        print(f"\n{label}: no prebuilt kernels (compiles them at run time){ptxas(wheel)}")
     if args.require:
         lacking = [
             p
             for p, w in zip(packages, wheels, strict=True)
-            if not any(args.require in lib.sass for lib in libraries if lib.wheel == w.name)
+            if w.name not in readers
+            and not any(args.require in lib.sass for lib in libraries if lib.wheel == w.name)
         ]
-        print(
-            f"\n{args.require} SASS: "
-            + ("every package has it" if not lacking else f"MISSING in {', '.join(lacking)}")
+        verdict = (
+            "every package with prebuilt kernels has it"
+            if not lacking
+            else f"MISSING in {', '.join(lacking)}"
         )
+        print(f"\n{args.require} SASS: {verdict}")
         return 1 if lacking else 0
     return 0
 
