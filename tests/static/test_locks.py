@@ -25,8 +25,8 @@ from r1deploy import runtime
 REPO = Path(__file__).resolve().parents[2]
 LOCKS = REPO / "roles/vllm_runtime/files/locks"
 ARTIFACTS = REPO / "test-artifacts"
-CHUNK = 40  # requirement lines per pip run: pip waits on the network, so runs go in parallel
-PARALLEL = 12
+CHUNK = 70  # requirement lines per pip run: pip waits on the network, so runs go in parallel
+PARALLEL = 6
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+)")
 
 
@@ -74,32 +74,70 @@ def pins(lock: Path) -> list[str]:
     return [m.group(0) for line in lock.read_text().splitlines() if (m := PIN.match(line))]
 
 
+def lines_with_hashes(lock: Path) -> list[str]:
+    return [line.strip() for line in lock.read_text().splitlines() if PIN.match(line.strip())]
+
+
+def layers(pinned: list[str]) -> list[list[str]]:
+    """Split pins so no pip run asks for two versions of one package (pip would call that a conflict)."""
+    result: list[list[str]] = []
+    for pin in pinned:
+        name = canonical(pin.split("==")[0])
+        layer = next(
+            (group for group in result if name not in {canonical(p.split("==")[0]) for p in group}), None
+        )
+        if layer is None:
+            result.append(layer := [])
+        layer.append(pin)
+    return result
+
+
 @pytest.fixture(scope="module")
 def resolutions() -> dict[str, list[str]]:
-    """Every lock resolved at once (chunks in parallel); lock name -> pip's errors (empty: it installs)."""
-    jobs = []
-    for name, (python, glibc, _) in lock_targets().items():
+    """Every lock resolved at once; lock name -> pip's errors (empty: it installs).
+
+    A pin whose wheel hashes are the same in several locks is one file (pure Python or abi3): it is asked
+    once, for the oldest Python and glibc among those locks; the others once per (Python, glibc). Runs go
+    in parallel chunks (pip mostly waits on the network).
+    """
+    users: dict[str, list[str]] = {}
+    for name in lock_targets():
         if (LOCKS / name).is_file():
-            lines = pins(LOCKS / name)
-            jobs += [(name, lines[i : i + CHUNK], python, glibc) for i in range(0, len(lines), CHUNK)]
+            for line in lines_with_hashes(LOCKS / name):
+                users.setdefault(line, []).append(name)
+    owners: dict[tuple[str, tuple[int, int]], dict[str, list[str]]] = {}
+    for line, names in users.items():
+        python = min((lock_targets()[n][0] for n in names), key=lambda v: tuple(map(int, v.split("."))))
+        glibc = min(lock_targets()[n][1] for n in names)
+        owners.setdefault((python, glibc), {}).setdefault(line.split(" ")[0], []).extend(names)
+    jobs = []
+    for (python, glibc), pinned in owners.items():
+        for lines in layers(sorted(pinned)):
+            jobs += [(lines[i : i + CHUNK], python, glibc) for i in range(0, len(lines), CHUNK)]
     started = time.monotonic()
     with ThreadPoolExecutor(PARALLEL) as pool:
-        results = list(pool.map(lambda job: (job[0], pip_dry_run(*job[1:])), jobs))
+        results = list(pool.map(lambda job: (job, pip_dry_run(*job)), jobs))
     elapsed = time.monotonic() - started
-    errors: dict[str, list[str]] = {}
-    for name, result in results:
-        bad = (
-            [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
-            if result.returncode
-            else []
-        )
-        errors.setdefault(name, []).extend(
-            bad or ([f"pip exited {result.returncode}"] if result.returncode else [])
-        )
+    errors: dict[str, list[str]] = {name: [] for name in lock_targets()}
+    for (lines, python, glibc), result in results:
+        if result.returncode == 0:
+            continue
+        where = f"[CPython {python}, manylinux_2_{glibc[1]}] "
+        message = [where + line for line in result.stderr.splitlines() if line.startswith("ERROR")] or [
+            f"{where}pip exited {result.returncode}"
+        ]
+        named = [pin for pin in lines if pin in "\n".join(message)]
+        for pin in named or lines:  # pip stops at its first error: blame the pins it names
+            for name in owners[(python, glibc)][pin]:
+                errors[name].extend(message)
     ARTIFACTS.mkdir(exist_ok=True)
-    report = {"locks_resolve_s": round(elapsed, 1), "pip_runs": len(jobs), "locks": sorted(errors)}
+    report = {
+        "locks_resolve_s": round(elapsed, 1),
+        "pip_runs": len(jobs),
+        "pins": sum(map(len, owners.values())),
+    }
     (ARTIFACTS / "locks.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nresolved {len(errors)} locks in {elapsed:.1f} s ({len(jobs)} pip runs)")
+    print(f"\nresolved {len(errors)} locks in {elapsed:.1f} s: {report['pins']} pins, {len(jobs)} pip runs")
     return errors
 
 
