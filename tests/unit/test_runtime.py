@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from r1deploy import runtime
@@ -83,3 +85,114 @@ def test_version_mismatch_across_hosts_is_named() -> None:
     assert problems == [
         "gpu02 has ray 2.59.0 but gpu01 has ray 2.60.0: every node needs the same serving venv"
     ]
+
+
+def test_cuda_builds_of_vision_audio_on_a_cpu_host_are_a_problem() -> None:
+    report = {
+        "versions": {"torch": "2.13.0+cpu", "vllm": "0.32.0", "ray": "2.60.0"},
+        "installed_forbidden_on_cpu": ["torchaudio", "torchvision"],
+    }
+    problems = runtime.check_kernel_report(report, "cpu", "")
+    assert problems == [
+        "CUDA builds of torchaudio, torchvision are installed; they break vLLM on CPU "
+        "(the cpu lock never installs them: remove them from the venv or rebuild it)"
+    ]
+    assert runtime.check_kernel_report({**report, "installed_forbidden_on_cpu": []}, "cpu", "") == []
+
+
+@pytest.mark.parametrize(
+    ("distribution", "major", "profile", "executable", "packages", "lock"),
+    [
+        (
+            "Ubuntu",
+            "22",
+            "volta",
+            "/usr/bin/python3.10",
+            ("python3.10", "python3.10-venv"),
+            "volta-py310.txt",
+        ),
+        ("Ubuntu", "22", "cpu", "/usr/bin/python3.11", ("python3.11", "python3.11-venv"), "cpu-py311.txt"),
+        ("Debian", "12", "cpu", "/usr/bin/python3.11", ("python3.11", "python3.11-venv"), "cpu-py311.txt"),
+        (
+            "Debian",
+            "12",
+            "volta",
+            "/usr/bin/python3.11",
+            ("python3.11", "python3.11-venv"),
+            "volta-py311.txt",
+        ),
+        ("Ubuntu", "24", "cuda", "/usr/bin/python3.12", ("python3.12", "python3.12-venv"), "cuda-py312.txt"),
+        ("Rocky", "9", "volta", "/usr/bin/python3.12", ("python3.12", "python3.12-pip"), "volta-py312.txt"),
+        ("RedHat", "9", "cpu", "/usr/bin/python3.11", ("python3.11", "python3.11-pip"), "cpu-py311.txt"),
+    ],
+)
+def test_each_os_builds_the_venv_with_a_python_that_has_a_lock(
+    distribution: str, major: str, profile: str, executable: str, packages: tuple, lock: str
+) -> None:
+    plan = runtime.venv_plan(distribution, major, profile)
+    assert (plan.executable, plan.packages, plan.lock) == (executable, packages, lock)
+
+
+def test_a_profile_without_a_lock_for_the_os_python_names_the_variable_and_fix() -> None:
+    with pytest.raises(
+        runtime.ProfileError, match=r"cpu profile has locks for Python 3\.11 but Ubuntu 24\.04 offers 3\.12"
+    ):
+        runtime.venv_plan("Ubuntu", "24", "cpu")
+    with pytest.raises(runtime.ProfileError, match="set vllm_runtime_python"):
+        runtime.venv_plan("Ubuntu", "20", "volta")
+
+
+def test_a_custom_lock_keeps_the_os_python() -> None:
+    plan = runtime.venv_plan("Rocky", "9", "volta", requirements_file="/srv/site-lock.txt")
+    assert (plan.executable, plan.lock) == ("/usr/bin/python3.12", "/srv/site-lock.txt")
+
+
+def test_the_role_installed_interpreter_may_be_missing_before_install() -> None:
+    plan = runtime.venv_plan("Rocky", "9", "volta")
+    checked, problems = runtime.check_interpreter(plan, "volta", 2, "", "No such file or directory")
+    assert problems == [] and checked == plan
+
+
+def test_a_user_interpreter_picks_the_lock_of_its_version() -> None:
+    plan = runtime.venv_plan("Rocky", "9", "volta", python="/opt/python/bin/python3")
+    checked, problems = runtime.check_interpreter(plan, "volta", 0, "3.11\n", "")
+    assert problems == [] and checked.lock == "volta-py311.txt" and checked.packages == ()
+
+
+@pytest.mark.parametrize(
+    ("rc", "stdout", "stderr", "message"),
+    [
+        (
+            0,
+            "3.9\n",
+            "",
+            r"'/usr/bin/python3' is Python 3\.9, but the volta profile has locks for Python 3\.10, 3\.11",
+        ),
+        (2, "", "[Errno 2] No such file or directory", "does not run on the host"),
+        (
+            1,
+            "3.11\n",
+            "ModuleNotFoundError: No module named 'ensurepip'",
+            r"cannot create a venv .*python3\.11-venv",
+        ),
+    ],
+)
+def test_a_user_interpreter_that_cannot_build_the_venv_is_refused(
+    rc: int, stdout: str, stderr: str, message: str
+) -> None:
+    plan = runtime.venv_plan("Rocky", "9", "volta", python="/usr/bin/python3")
+    _, problems = runtime.check_interpreter(plan, "volta", rc, stdout, stderr)
+    assert len(problems) == 1
+    assert re.search(message, problems[0]) and "vllm_runtime_python" in problems[0]
+
+
+def test_the_venv_python_is_read_from_pyvenv_cfg() -> None:
+    assert runtime.pyvenv_python("home = /usr/bin\nversion = 3.11.2\n") == "3.11"
+    assert runtime.pyvenv_python("") == ""
+
+
+def test_every_lock_matrix_row_uses_one_python_per_os() -> None:
+    rows = runtime.lock_matrix()
+    assert ("volta", "EL 9", "3.12") in rows and ("volta", "Ubuntu 22.04", "3.10") in rows
+    assert ("cpu", "Ubuntu 22.04", "3.11") in rows
+    assert not [r for r in rows if r[0] == "cpu" and r[1] == "Ubuntu 24.04"]

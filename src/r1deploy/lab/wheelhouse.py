@@ -20,7 +20,7 @@ from pathlib import Path
 from r1deploy.lab.paths import LabError, cache_dir
 
 LOCKS = (
-    "roles/vllm_runtime/files/requirements-cpu.txt",
+    "roles/vllm_runtime/files/locks/cpu-py311.txt",
     "roles/open_webui/files/requirements.txt",
 )
 DONE_MARKER = ".complete"
