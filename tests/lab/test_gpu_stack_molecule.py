@@ -1,9 +1,9 @@
 """The gpu_stack Molecule scenario (molecule/gpu_stack) under pytest, since CI runs only pytest.
 
 `molecule test -s gpu_stack`: create, prepare, --check, converge (the `install` path), idempotence
-(changed=0), testinfra verify; then side_effect (the driver reboot played with named stubs, and drift:
-holds released, nouveau blacklist, branch pin and NVIDIA's source deleted), converge again (the
-`present` path: the right driver is loaded), idempotence, verify; destroy. On the lab's systemd image
+(changed=0); then side_effect (the driver reboot played with named stubs, and drift: holds released,
+nouveau blacklist, branch pin and NVIDIA's source deleted), converge again (the `present` path: the
+right driver is loaded), idempotence, testinfra verify; destroy. On the lab's systemd image
 with real Debian packages from the lab's apt mirror.
 """
 
@@ -118,7 +118,7 @@ def test_gpu_stack_scenario(molecule_env: dict[str, str], tmp_path: Path) -> Non
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=2400,
+            timeout=3600,
             check=False,
         )
     total_s = time.monotonic() - started
@@ -130,12 +130,12 @@ def test_gpu_stack_scenario(molecule_env: dict[str, str], tmp_path: Path) -> Non
         ("converge", 2),
         ("idempotence", 2),
         ("side_effect", 1),
-        ("verify", 2),
+        ("verify", 1),
     ):
         done = re.findall(ACTION.format(action=action, state="Executed: Successful"), text)
         assert len(done) == runs, (action, len(done))
     summaries = re.findall(r"=+ (\d+) passed, (\d+) skipped", text)
-    assert len(summaries) == 2 and all(int(p) >= 15 for p, _ in summaries), "testinfra ran fewer tests"
+    assert len(summaries) == 1 and int(summaries[0][0]) >= 15, "testinfra ran fewer tests than it has"
     install, present = _sections(text, "converge")
 
     # --- the `install` path (no driver loaded) ---
@@ -147,6 +147,9 @@ def test_gpu_stack_scenario(molecule_env: dict[str, str], tmp_path: Path) -> Non
     assert (
         "gpu-v100: reboot pending for the NVIDIA driver (driver packages changed, nouveau blacklisted)"
         in install
+    )
+    assert _task_changed(
+        install, "nvidia_driver : Rebuild the initramfs for the nouveau blacklist", "gpu-v100"
     )
 
     # --- the `present` path after the (simulated) reboot, with drift to repair ---
