@@ -1,4 +1,5 @@
-"""Ansible filters over r1deploy.gpustack (driver, CUDA and NCCL selection rules); no rule lives here."""
+"""Ansible filters over the r1deploy.gpustack package (driver, CUDA and NCCL selection rules); no rule
+lives here."""
 
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ def smi_query(_: Any = None) -> str:
     return gpustack.SMI_QUERY
 
 
+def headers_packages(os_family: str, kernel: str) -> list[str]:
+    """The kernel header packages of ``kernel`` on an OS family (``ansible_facts['os_family']``).
+
+    The first is the one to look for; the nvidia_driver role installs them all (its plan has the same).
+    """
+    return gpustack.headers_packages_for(gpustack.pkg_of_os_family(os_family), kernel)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         g = gpustack
@@ -55,6 +64,7 @@ class FilterModule:
             "r1deploy_gpustack_gpu_fact": gpu_fact,
             "r1deploy_gpustack_gpu_fact_problem": gpu_fact_problem,
             "r1deploy_gpustack_driver_plan": _wrap(g.driver_plan),
+            "r1deploy_gpustack_headers_packages": _wrap(headers_packages),
             "r1deploy_gpustack_hold_packages": _wrap(g.hold_packages),
             "r1deploy_gpustack_versionlock": _wrap(g.versionlock_lines),
             "r1deploy_gpustack_secure_boot": _wrap(g.secure_boot_state),
