@@ -253,7 +253,8 @@ def leftovers(inventory: Path, host: str) -> str:
     return on_host(
         inventory,
         host,
-        "{ grep -ls r1deploy /etc/systemd/system/*.service /etc/systemd/system/*.timer 2>/dev/null;"
+        "{ for f in /etc/systemd/system/*.service /etc/systemd/system/*.timer; do [ -f $f ] && awk"
+        " 'NR <= 5 && /Ansible managed/ {m = 1} END {exit !m}' $f && grep -q r1deploy $f && echo $f; done;"
         " for p in /etc/r1deploy /opt/r1deploy /var/lib/r1deploy /usr/local/lib/r1deploy /opt/open-webui"
         " /etc/open-webui /etc/nginx /tmp/ray /etc/ansible/facts.d/r1deploy_gpus.fact"
         " /etc/ansible/facts.d/r1deploy_runtime.fact /usr/sbin/nginx; do [ -e $p ] && echo $p; done;"
