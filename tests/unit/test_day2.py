@@ -96,7 +96,7 @@ def test_short_values_are_not_treated_as_secrets(tmp_path: Path) -> None:
 def test_day2_commands_are_registered() -> None:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert {"restart", "diagnose", "reset", "teardown"} <= set(sub.choices)
+    assert {"restart", "diagnose", "reset", "teardown", "upgrade"} <= set(sub.choices)
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
@@ -117,11 +117,11 @@ def fake_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "    - name: Report\n      ansible.builtin.debug:\n"
         "        msg: \"{{{{ r1deploy_reset_confirm | default('no') }}}} {{{{ r1deploy_reset_remove_models"
         " | default('-') }}}} {{{{ r1deploy_reset_remove_webui_data | default('-') }}}}"
-        " {{{{ r1deploy_restart_batch | default('-') }}}}\"\n"
+        " {{{{ r1deploy_restart_batch | default('-') }}}}{{{{ r1deploy_upgrade_lock | default('') }}}}\"\n"
         "    - name: A fact\n      ansible.builtin.set_fact:\n"
         "        r1deploy_restart_downtime_seconds: 12.5\n        r1deploy_diagnose_archive: /x/a.tar.gz\n"
     )
-    for name in ("reset", "teardown", "restart", "diagnose"):
+    for name in ("reset", "teardown", "restart", "diagnose", "upgrade"):
         (root / "playbooks" / f"{name}.yml").write_text(play.format(name=name))
     monkeypatch.setenv("R1DEPLOY_ROOT", str(root))
     return root
@@ -186,3 +186,15 @@ def test_diagnose_prints_the_archive(fake_project: Path, capsys: pytest.CaptureF
     assert facts_from_run(doc["run_dir"], "r1deploy_diagnose_archive") == {
         "r1deploy_diagnose_archive": "/x/a.tar.gz"
     }
+
+
+def test_upgrade_needs_an_existing_lock_and_passes_its_path(
+    fake_project: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, doc = run_json(capsys, "upgrade", "-i", str(INVENTORY), "--lock", str(tmp_path / "missing.txt"))
+    assert code == 2 and "no such file" in doc["errors"][0]
+    lock = tmp_path / "new.txt"
+    lock.write_text("vllm==0.19.1\n")
+    code, doc = run_json(capsys, "upgrade", "-i", str(INVENTORY), "-l", "node1", "--lock", str(lock))
+    assert code == 0 and doc["playbooks"] == ["playbooks/upgrade.yml"]
+    assert _messages(doc["run_dir"]) == [f"no - - -{lock}"]
