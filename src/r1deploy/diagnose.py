@@ -33,8 +33,9 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED),
     (
         re.compile(
-            r"(?i)\b([A-Z0-9_.-]*(?:api[_-]?key|secret[_-]?key|secret|token|passw(?:or)?d|passphrase)"
-            r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',;}{]{4,})"
+            # A key name (HF_TOKEN, x-api-key, password...), not a word that merely ends so (tiktoken==1.0).
+            r"(?i)\b((?:[A-Z0-9]+[_.-])*(?:api[_-]?key|secret[_-]?key|secret|token|passw(?:or)?d|passphrase)"
+            r"[\"']?\s*(?:=(?!=)|:)\s*[\"']?)([^\s\"',;}{=]{4,})"
         ),
         r"\1" + REDACTED,
     ),

@@ -40,6 +40,7 @@ def _collected(tmp_path: Path) -> tuple[Path, Path]:
         "WEBUI_SECRET_KEY=abcdefghijklmnopqrstuvwxyz0123456789 and a token: hf_abcdefghijklmnopqrstuvwxyz\n"
         "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
     )
+    (folder / "head" / "pip-freeze-serving.txt").write_text("tiktoken==0.9.0\ntokenizers==0.21.0\n")
     (folder / "frontend").mkdir()
     (folder / "frontend" / "open-webui.log").write_text(f"admin login with {ADMIN_PASSWORD} ok\n")
     return creds, folder
@@ -65,6 +66,7 @@ def test_scrubber_removes_every_planted_secret_and_keeps_the_rest(tmp_path: Path
     # What the operator needs stays readable.
     assert "model=r1-tiny max_tokens=64" in journal and "http://10.0.0.1:8000/v1/models" in journal
     assert "[REDACTED:open_webui_admin_password]" in texts[f"{folder.name}/frontend/open-webui.log"]
+    assert texts[f"{folder.name}/head/pip-freeze-serving.txt"] == "tiktoken==0.9.0\ntokenizers==0.21.0\n"
 
 
 def test_a_secret_that_survives_scrubbing_means_no_archive(
