@@ -17,8 +17,10 @@ def _handle(args: argparse.Namespace) -> int:
     extravars = {"r1deploy_restart_batch": args.batch, "r1deploy_restart_frontend": not args.no_frontend}
     code, summary = run_day2(args, "restart", [RESTART_PLAYBOOK], extravars)
     facts = facts_from_run(summary.get("run_dir"), DOWNTIME)
-    lines = [f"API downtime: {facts[DOWNTIME]} s (vLLM stopped to the first chat completion answered)"]
-    return finish(args, code, summary, facts, lines if DOWNTIME in facts else [])
+    lines = []
+    if DOWNTIME in facts:
+        lines.append(f"API downtime: {facts[DOWNTIME]} s (vLLM stopped to first chat completion answered)")
+    return finish(args, code, summary, facts, lines)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
