@@ -87,7 +87,12 @@ def sources(values: Any, host: str, variable: str) -> Sources:
         nets += parse_network(value, host, variable)
     v4 = ipaddress.collapse_addresses(n for n in nets if n.version == 4)
     v6 = ipaddress.collapse_addresses(n for n in nets if n.version == 6)
-    return Sources(tuple(str(n) for n in v4), tuple(str(n) for n in v6))
+    return Sources(tuple(_text(n) for n in v4), tuple(_text(n) for n in v6))
+
+
+def _text(net: Network) -> str:
+    """A single address without its /32 or /128, as people write it (nftables takes both)."""
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
 def _is_address(value: str) -> bool:

@@ -179,7 +179,7 @@ def test_the_runs_did_what_they_should(runs) -> None:
     out = runs["outputs"]
     assert out["status"].returncode == 0, out["status"].stderr[-3000:]
     assert out["smoke"].returncode == 0, out["smoke"].stderr[-3000:]
-    assert out["failing"].returncode == 1, out["failing"].stdout[-3000:] + out["failing"].stderr[-3000:]
+    assert out["failing"].returncode in (1, 2), out["failing"].stdout[-3000:] + out["failing"].stderr[-3000:]
     assert "differs from open_webui_secret_key" in out["failing"].stdout + out["failing"].stderr
     assert len(list((runs["state_dir"] / "runs").iterdir())) >= 2
 

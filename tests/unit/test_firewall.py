@@ -47,7 +47,7 @@ def test_members_are_the_gpu_nodes_node_ips_and_ansible_host_addresses() -> None
     plan = firewall.plan(params())
     assert plan["is_member"] and not plan["is_frontend"]
     assert plan["members"] == ["gpu01", "gpu02"]
-    assert plan["member_sources"]["v4"] == ["10.0.0.11/32", "10.0.0.12/32", "192.0.2.12/32"]
+    assert plan["member_sources"]["v4"] == ["10.0.0.11", "10.0.0.12", "192.0.2.12"]
     assert not plan["member_sources"]["any"]
 
 
@@ -55,14 +55,14 @@ def test_vllm_api_is_open_to_members_frontends_and_the_controller_only() -> None
     plan = firewall.plan(params())
     # web01's ansible_host is a name: only its node ip counts.
     assert plan["vllm_api_sources"]["v4"] == [
-        "10.0.0.1/32",
-        "10.0.0.11/32",
-        "10.0.0.12/32",
-        "10.0.0.20/32",
-        "192.0.2.12/32",
+        "10.0.0.1",
+        "10.0.0.11",
+        "10.0.0.12",
+        "10.0.0.20",
+        "192.0.2.12",
     ]
     without = firewall.plan(params(vllm_api_allow_controller=False))
-    assert "10.0.0.1/32" not in without["vllm_api_sources"]["v4"]
+    assert "10.0.0.1" not in without["vllm_api_sources"]["v4"]
 
 
 def test_any_means_both_families_and_networks_collapse() -> None:
@@ -89,7 +89,7 @@ def test_open_ports_keep_their_own_sources() -> None:
         {
             "port": "9100-9101",
             "proto": "tcp",
-            "sources": {"v4": ["192.0.2.50/32"], "v6": [], "any": False},
+            "sources": {"v4": ["192.0.2.50"], "v6": [], "any": False},
             "comment": "a 'b'",
         }
     ]
