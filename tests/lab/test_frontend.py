@@ -432,7 +432,7 @@ HARDENING = {
     ("unit", "capabilities"),
     [
         ("open-webui", ""),
-        ("nginx", "cap_chown cap_kill cap_setgid cap_setuid cap_net_bind_service"),
+        ("nginx", "cap_chown cap_dac_override cap_kill cap_setgid cap_setuid cap_net_bind_service"),
     ],
 )
 def test_units_run_with_the_hardening_they_tolerate(frontend, unit, capabilities) -> None:
