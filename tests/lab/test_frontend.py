@@ -32,6 +32,7 @@ MODEL = "r1-tiny"
 PROMPT = "Hello! What can you do?"
 REPLY = "Hello from r1deploy! This lab model runs on vLLM."
 REASONING = "Reasoning: greet politely, keep it short;"
+SIDE_RULE = "r1deploy-test-side-nginx"
 
 
 @dataclass
@@ -336,6 +337,14 @@ def _side_nginx(frontend: Frontend, *, websocket_headers: bool) -> None:
         else ""
     )
     check = "!" if not websocket_headers else ""
+    # The firewall lets only 80/443 in: the side server's port is opened by hand, in the role's own
+    # chain (a rule in another table could not override its reject), and closed again afterwards.
+    on_host(
+        frontend.inventory,
+        frontend.host,
+        f"nft -a list chain inet r1deploy input | grep -q '{SIDE_RULE}' || "
+        f"nft insert rule inet r1deploy input tcp dport 8443 accept comment '\"{SIDE_RULE}\"'",
+    )
     on_host(
         frontend.inventory,
         frontend.host,
@@ -353,7 +362,9 @@ def _stop_side_nginx(frontend: Frontend) -> None:
         frontend.inventory,
         frontend.host,
         "if [ -s /run/nginx-side.pid ]; then kill $(cat /run/nginx-side.pid); fi; "
-        "rm -f /etc/nginx/r1deploy/side.conf",
+        "rm -f /etc/nginx/r1deploy/side.conf; "
+        f"for h in $(nft -a list chain inet r1deploy input | sed -n 's/.*{SIDE_RULE}.*# handle //p'); do "
+        "nft delete rule inet r1deploy input handle $h; done",
     )
 
 
@@ -399,6 +410,77 @@ def test_the_browser_test_fails_when_nginx_drops_the_websocket_headers(frontend)
     )
     assert results["without"].first_token_s is None
     assert any("400" in e for e in results["without"].socket_errors), results["without"].socket_errors
+
+
+# --- Hardening and recovery ----------------------------------------------------------------------
+
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectControlGroups": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "Restart": "on-failure",
+}
+
+
+@pytest.mark.parametrize(
+    ("unit", "capabilities"),
+    [
+        ("open-webui", ""),
+        ("nginx", "cap_chown cap_dac_override cap_kill cap_setgid cap_setuid cap_net_bind_service"),
+    ],
+)
+def test_units_run_with_the_hardening_they_tolerate(frontend, unit, capabilities) -> None:
+    """systemd's view of the running unit (drop-ins included), and its exposure score, reported."""
+    props = on_host(
+        frontend.inventory,
+        frontend.host,
+        f"systemctl show {unit} -p {' -p '.join([*HARDENING, 'CapabilityBoundingSet', 'ActiveState'])}",
+    )
+    shown = dict(line.split("=", 1) for line in props.splitlines() if "=" in line)
+    assert shown["ActiveState"] == "active"
+    assert {k: shown.get(k) for k in HARDENING} == HARDENING
+    assert shown["CapabilityBoundingSet"] == capabilities
+    score = on_host(
+        frontend.inventory, frontend.host, f"systemd-analyze security --no-pager {unit} | tail -n 1"
+    ).strip()
+    record(f"hardening-{unit}.json", {"unit": unit, "systemd_analyze_security": score, "properties": shown})
+
+
+def _main_pid(frontend: Frontend, unit: str) -> str:
+    return on_host(frontend.inventory, frontend.host, f"systemctl show -p MainPID --value {unit}").strip()
+
+
+def _kill_and_time_recovery(frontend: Frontend, unit: str, timeout_s: float) -> float:
+    """SIGKILL the unit's main process; seconds until the chat page answers through nginx again."""
+    before = _main_pid(frontend, unit)
+    assert before not in ("", "0")
+    on_host(frontend.inventory, frontend.host, f"kill -KILL {before}")
+    start = time.monotonic()
+    with frontend.client(timeout=10) as c:
+        while time.monotonic() - start < timeout_s:
+            try:
+                if c.get("/health").status_code == 200 and _main_pid(frontend, unit) not in ("", "0", before):
+                    return round(time.monotonic() - start, 1)
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+    raise AssertionError(f"{unit} did not come back within {timeout_s} s after SIGKILL of its main process")
+
+
+@pytest.mark.destructive(order=25)
+def test_nginx_and_open_webui_come_back_after_their_main_process_is_killed(frontend) -> None:
+    token = frontend.sign_in()
+    recovery = {unit: _kill_and_time_recovery(frontend, unit, 300) for unit in ("nginx", "open-webui")}
+    record("frontend-recovery.json", {"seconds_to_serving_again": recovery})
+    with frontend.client(timeout=60, headers={"Authorization": f"Bearer {token}"}) as c:
+        me = c.get("/api/v1/auths/")  # the session from before the kills is still valid
+    assert me.status_code == 200 and me.json()["email"] == frontend.admin_email
 
 
 # --- Secrets, idempotence, re-deploy -------------------------------------------------------------
