@@ -240,4 +240,17 @@ def plan(params: Mapping[str, Any]) -> dict[str, Any]:
         "web_ports": web_ports,
         "web_sources": sources(params["web_sources"], host, "firewall_web_sources").as_dict(),
         "open_ports": open_ports(params.get("open_ports") or [], host, "firewall_open_ports"),
+        "monitoring_ports": monitoring_ports(params, host),
     }
+
+
+def monitoring_ports(params: Mapping[str, Any], host: str) -> list[dict[str, Any]]:
+    """The scrape ports (node exporter; Ray's metrics on GPU hosts), open to the Prometheus host only."""
+    scrapers = [str(a) for a in params.get("monitoring_sources") or [] if str(a).strip()]
+    if not scrapers:
+        return []
+    entries = [
+        {"port": port, "proto": "tcp", "sources": scrapers, "comment": "Prometheus scrape"}
+        for port in params.get("monitoring_ports") or []
+    ]
+    return open_ports(entries, host, "firewall_monitoring_ports")

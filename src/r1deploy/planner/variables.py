@@ -24,6 +24,8 @@ INVENTORY_BUILTINS: dict[str, str] = {
     # Play keywords are templated before inventory variables exist: extra variables only.
     "r1deploy_gpu_reboot_batch": "int",  # serial of playbooks/gpu_stack.yml
     "r1deploy_any_errors_fatal": "raw",  # any_errors_fatal of the deploy plays
+    # inventories/sample marks itself unedited; stage 1 then lists what to fill in (roles/preflight).
+    "r1deploy_unedited_sample": "bool",
     # Extra variables of single playbooks.
     "r1deploy_render_dir": "raw",  # playbooks/render_units.yml
     "r1deploy_render_roles_dir": "raw",  # playbooks/render_units.yml
