@@ -58,6 +58,11 @@ def main() -> int:
                             "gpus": gpus,
                             "cpus": sum(n.get("Resources", {}).get("CPU", 0) for n in alive),
                             "at": round(time.time(), 3),
+                            # Node IDs per address: a node that rejoined has a new one.
+                            "node_ids": {
+                                ip: sorted(n["NodeID"] for n in alive if n["NodeManagerAddress"] == ip)
+                                for ip in ips
+                            },
                         }
                     )
                 )
