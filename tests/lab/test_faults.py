@@ -179,7 +179,7 @@ def _recovered(cluster: Cluster, webui: WebUI, name: str, fault_at: float, old_w
     cluster.lab.record(f"fault_{name}_chat_serves_seconds", chat_total)
     cluster.lab.record(f"fault_{name}_ray_whole_seconds", ray_total)
     print(
-        f"{name}: chat API serving {chat_total} s after the fault (waited {chat}); Ray whole after {ray_total} s"
+        f"{name}: chat API serving {chat_total} s after the fault (polled {chat} s); Ray whole {ray_total} s"
     )
     assert webui.title in webui.chat_titles(), f"{name}: the chat made before the faults is gone"
 
