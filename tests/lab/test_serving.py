@@ -138,9 +138,13 @@ def test_ray_token_is_private_to_the_service_user(deployed_lab) -> None:
     assert token not in on_host(deployed_lab.inventory, head, "ps -eo args")
 
 
-# Every TCP port a GPU host listens on outside loopback, as the roles' READMEs list them.
+# Every TCP port a GPU host listens on outside loopback, as the roles' READMEs list them: the
+# pinned Ray ports, Ray's fixed metrics ports on the head (autoscaler 44217, dashboard 44227), vLLM's
+# API; plus Ray's worker range and vLLM's process-group (gloo/NCCL) listeners, which take free
+# ephemeral ports on the node address and cannot be pinned.
 RAY_PORTS = {6700, 6701, 6702, 6703, 6704, 6705}
-HEAD_PORTS = RAY_PORTS | {6667, 8000}
+HEAD_PORTS = RAY_PORTS | {6667, 8000, 44217, 44227}
+EPHEMERAL = range(32768, 61000)
 
 
 def _listening(inventory, host: str) -> dict[int, str]:
@@ -156,6 +160,13 @@ def _listening(inventory, host: str) -> dict[int, str]:
     return ports
 
 
+def _allowed(port: int, who: str, pinned: set[int]) -> bool:
+    if port in pinned | {22} or 10002 <= port <= 10257:
+        return True
+    # vLLM's process groups (its worker process is named VLLM::Worker) on ephemeral ports.
+    return port in EPHEMERAL and "VLLM::" in who
+
+
 def test_gpu_hosts_listen_only_on_the_documented_ports(deployed_lab) -> None:
     """No Ray Client (10001), no random ports: the pinned set, Ray's worker range, SSH."""
     for group, expected in (("ray_head", HEAD_PORTS), ("ray_workers", RAY_PORTS)):
@@ -163,9 +174,7 @@ def test_gpu_hosts_listen_only_on_the_documented_ports(deployed_lab) -> None:
             ports = _listening(deployed_lab.inventory, host)
             print(host, sorted(ports))
             assert 10001 not in ports, f"{host}: Ray Client's server listens: {ports[10001]}"
-            unexpected = {
-                p: who for p, who in ports.items() if p not in expected | {22} and not 10002 <= p <= 10257
-            }
+            unexpected = {p: who for p, who in ports.items() if not _allowed(p, who, expected)}
             assert not unexpected, f"{host} listens on undocumented ports: {unexpected}"
             assert expected <= set(ports), f"{host}: expected {sorted(expected - set(ports))} to listen"
 
