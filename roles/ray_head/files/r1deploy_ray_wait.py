@@ -51,6 +51,7 @@ def main() -> int:
             gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in alive)
             missing = sorted(expected - set(ips))
             if not missing and gpus >= args.gpus:
+                # One line, the last of stdout (Ray may print its own lines before it).
                 print(
                     json.dumps(
                         {
