@@ -85,6 +85,139 @@ def test_api_key_is_not_in_process_lists_or_units(deployed_lab) -> None:
     assert mode.strip() == "600 root"
 
 
+def _ray_status(inventory, host: str, address: str, prefix: str) -> tuple[int, str]:
+    """`ray status` on a member host with the given environment/user prefix: (exit code, output)."""
+    out = on_host(
+        inventory,
+        host,
+        f"{prefix} timeout 60 /opt/r1deploy/venv/bin/ray status --address {address}"
+        " > /tmp/ray-status.out 2>&1; echo rc=$?; tail -c 1500 /tmp/ray-status.out; rm /tmp/ray-status.out",
+    )
+    first, _, rest = out.partition("\n")
+    return int(first.removeprefix("rc=")), rest
+
+
+def test_ray_refuses_clients_without_the_token(deployed_lab) -> None:
+    """On a member host: no token or a wrong one is refused; the service user's token works."""
+    worker = next(iter(deployed_lab.groups["ray_workers"]))
+    head_ip = next(iter(deployed_lab.groups["ray_head"].values()))
+    address = f"{head_ip}:6667"
+    # root has no token file; RAY_AUTH_MODE unset is what a stranger's client sends.
+    no_token, no_token_out = _ray_status(
+        deployed_lab.inventory, worker, address, "env -u RAY_AUTH_MODE HOME=/root"
+    )
+    wrong, wrong_out = _ray_status(
+        deployed_lab.inventory,
+        worker,
+        address,
+        "printf 0123456789abcdef0123456789abcdef > /tmp/wrong-token &&"
+        " RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/tmp/wrong-token",
+    )
+    good, good_out = _ray_status(
+        deployed_lab.inventory,
+        worker,
+        address,
+        "sudo -u r1deploy env RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/etc/r1deploy/ray-auth-token",
+    )
+    print(f"no token: rc {no_token}: {no_token_out[-300:]}\nwrong token: rc {wrong}: {wrong_out[-300:]}")
+    assert good == 0, good_out
+    assert "Active:" in good_out
+    assert no_token != 0 and "Active:" not in no_token_out
+    assert wrong != 0 and "Active:" not in wrong_out
+    assert any(w in (no_token_out + wrong_out).lower() for w in ("auth", "unauthenticated", "token"))
+
+
+def test_ray_token_is_private_to_the_service_user(deployed_lab) -> None:
+    for host in deployed_lab.groups["gpu_nodes"]:
+        mode = on_host(deployed_lab.inventory, host, "stat -c '%a %U' /etc/r1deploy/ray-auth-token")
+        assert mode.strip() == "600 r1deploy", host
+        env = on_host(deployed_lab.inventory, host, "cat /etc/r1deploy/ray.env")
+        assert "RAY_AUTH_MODE=token" in env and "RAY_AUTH_TOKEN_PATH=/etc/r1deploy/ray-auth-token" in env
+    token = (deployed_lab.inventory / "credentials" / "ray_auth_token").read_text().strip()
+    head = next(iter(deployed_lab.groups["ray_head"]))
+    assert token not in on_host(deployed_lab.inventory, head, "ps -eo args")
+
+
+# Every TCP port a GPU host listens on outside loopback, as the roles' READMEs list them: the
+# pinned Ray ports, Ray's fixed metrics ports on the head (autoscaler 44217, dashboard 44227), vLLM's
+# API; plus Ray's worker range and vLLM's process-group (gloo/NCCL) listeners, which take free
+# ephemeral ports on the node address and cannot be pinned.
+RAY_PORTS = {6700, 6701, 6702, 6703, 6704, 6705}
+HEAD_PORTS = RAY_PORTS | {6667, 8000, 44217, 44227}
+EPHEMERAL = range(32768, 61000)
+
+
+def _listening(inventory, host: str) -> dict[int, str]:
+    out = on_host(inventory, host, "ss -Hltnp")
+    ports: dict[int, str] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        local = fields[3]
+        addr, _, port = local.rpartition(":")
+        if addr.strip("[]") in ("127.0.0.1", "::1") or addr.startswith("127."):
+            continue
+        ports[int(port)] = fields[-1] if len(fields) > 5 else ""
+    return ports
+
+
+def _allowed(port: int, who: str, pinned: set[int]) -> bool:
+    if port in pinned | {22} or 10002 <= port <= 10257:
+        return True
+    # vLLM's process groups (its worker process is named VLLM::Worker) on ephemeral ports.
+    return port in EPHEMERAL and "VLLM::" in who
+
+
+def test_gpu_hosts_listen_only_on_the_documented_ports(deployed_lab) -> None:
+    """No Ray Client (10001), no random ports: the pinned set, Ray's worker range, SSH."""
+    for group, expected in (("ray_head", HEAD_PORTS), ("ray_workers", RAY_PORTS)):
+        for host in deployed_lab.groups[group]:
+            ports = _listening(deployed_lab.inventory, host)
+            print(host, sorted(ports))
+            assert 10001 not in ports, f"{host}: Ray Client's server listens: {ports[10001]}"
+            unexpected = {p: who for p, who in ports.items() if not _allowed(p, who, expected)}
+            assert not unexpected, f"{host} listens on undocumented ports: {unexpected}"
+            assert expected <= set(ports), f"{host}: expected {sorted(expected - set(ports))} to listen"
+
+
+@pytest.mark.parametrize(
+    ("group", "unit"),
+    [("ray_head", "ray-head.service"), ("ray_workers", "ray-worker.service"), ("ray_head", "vllm.service")],
+)
+def test_units_run_unprivileged_and_hardened(deployed_lab, group: str, unit: str) -> None:
+    host = next(iter(deployed_lab.groups[group]))
+    props = dict(
+        line.split("=", 1)
+        for line in on_host(
+            deployed_lab.inventory,
+            host,
+            f"systemctl show {unit} -p User,NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,"
+            "ProtectKernelTunables,ProtectKernelModules,ProtectControlGroups,RestrictSUIDSGID,"
+            "CapabilityBoundingSet,DevicePolicy,ActiveState",
+        ).splitlines()
+    )
+    assert props["ActiveState"] == "active"
+    assert props["User"] == "r1deploy"
+    assert props["NoNewPrivileges"] == props["RestrictSUIDSGID"] == props["PrivateTmp"] == "yes"
+    assert (props["ProtectSystem"], props["ProtectHome"]) == ("strict", "yes")
+    assert (
+        props["ProtectKernelTunables"]
+        == props["ProtectKernelModules"]
+        == props["ProtectControlGroups"]
+        == "yes"
+    )
+    assert props["CapabilityBoundingSet"] == ""
+    # The GPUs stay reachable: no device allow-list was implied by the hardening.
+    assert props["DevicePolicy"] == "auto"
+    uids = on_host(
+        deployed_lab.inventory,
+        host,
+        f"ps -eo unit=,user= | awk '$1 == \"{unit}\" {{print $2}}' | sort -u",
+    )
+    assert uids.split() == ["r1deploy"], uids
+    exposure = on_host(deployed_lab.inventory, host, f"systemd-analyze security {unit} 2>&1 | tail -1")
+    print(f"{host} {unit}: {exposure.strip()}")
+
+
 @pytest.mark.parametrize(
     ("group", "unit"),
     [("ray_head", "ray-head.service"), ("ray_workers", "ray-worker.service"), ("ray_head", "vllm.service")],
