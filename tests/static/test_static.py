@@ -120,6 +120,10 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
             "roles/ray_worker/defaults/main.yml",
             "roles/ray_worker/meta/argument_specs.yml",
             "roles/vllm_server/vars/main.yml",
+            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
+            "playbooks/diagnose.yml",
+            "playbooks/restart.yml",
+            "playbooks/tasks/upgrade-switch-head.yml",
         },
     ),
     "vLLM API port 8000": (
@@ -139,6 +143,11 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
             "roles/prometheus/README.md",
             "roles/prometheus/defaults/main.yml",
             "roles/prometheus/meta/argument_specs.yml",
+            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
+            "roles/firewall/README.md",
+            "roles/firewall/defaults/main.yml",
+            "roles/firewall/meta/argument_specs.yml",
+            "roles/ray_head/README.md",
         },
     ),
     "serving venv /opt/r1deploy/venv": (
@@ -165,6 +174,10 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
             "roles/vllm_server/README.md",
             "roles/vllm_server/defaults/main.yml",
             "roles/vllm_server/meta/argument_specs.yml",
+            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
+            "playbooks/diagnose.yml",
+            "playbooks/files/r1deploy-diagnose-host.sh",
+            "playbooks/upgrade.yml",
         },
     ),
     "service home /var/lib/r1deploy": (
@@ -177,6 +190,19 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
             "roles/vllm_server/README.md",
             "roles/vllm_server/defaults/main.yml",
             "roles/vllm_server/meta/argument_specs.yml",
+            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
+            "playbooks/files/r1deploy-diagnose-host.sh",
+            "roles/firewall/README.md",
+            "roles/firewall/vars/main.yml",
+            "roles/ray_head/README.md",
+            "roles/ray_head/defaults/main.yml",
+            "roles/ray_head/meta/argument_specs.yml",
+            "roles/ray_head/templates/_hardening.j2",
+            "roles/ray_worker/README.md",
+            "roles/ray_worker/defaults/main.yml",
+            "roles/ray_worker/meta/argument_specs.yml",
+            "roles/ray_worker/templates/_hardening.j2",
+            "roles/vllm_server/templates/_hardening.j2",
         },
     ),
     "model root /srv/models": (
@@ -184,12 +210,13 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
         _home("model"),
         {
             # issue 13: preflight, vllm_server and teardown re-type model_root's default
-            "playbooks/teardown.yml",
             "roles/preflight/README.md",
             "roles/preflight/defaults/main.yml",
             "roles/preflight/meta/argument_specs.yml",
             "roles/vllm_server/README.md",
             "roles/vllm_server/defaults/main.yml",
+            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
+            "playbooks/reset.yml",
         },
     ),
     "service user default 'r1deploy'": (
@@ -201,6 +228,8 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
             "roles/ray_head/defaults/main.yml",
             "roles/ray_worker/defaults/main.yml",
             "roles/vllm_server/defaults/main.yml",
+            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
+            "playbooks/diagnose.yml",
         },
     ),
 }
@@ -227,7 +256,11 @@ CC_ALLOWED = {
     # issue 13: runtime.py keeps its own VOLTA_MAX_CC/MIN_CC (should import them from planner.gpus);
     # gpustack.py holds driver-branch tables keyed by compute capability (the GPU helper's module).
     "src/r1deploy/runtime.py",
-    "src/r1deploy/gpustack.py",
+    # gpustack (now a package) holds driver-branch tables keyed by compute capability and its own
+    # VOLTA_CC/TURING_CC/BLACKWELL_CC; they should import planner.gpus's constants.
+    "src/r1deploy/gpustack/cuda.py",
+    "src/r1deploy/gpustack/driver.py",
+    "src/r1deploy/gpustack/gpus.py",
 }
 CC_LITERAL = re.compile(r"\(\s*(?:[3-9]|1[0-2])\s*,\s*\d\s*\)")
 
