@@ -263,6 +263,10 @@ def leftovers(inventory: Path, host: str) -> str:
     ).strip()
 
 
+@pytest.mark.skipif(
+    os.environ.get("R1DEPLOY_RESET_TEST") != "1",
+    reason="reset + a full re-deploy (~10 min) is not yet in CI's time budget; R1DEPLOY_RESET_TEST=1 runs it",
+)
 @pytest.mark.destructive(order=95)
 def test_reset_removes_everything_and_a_redeploy_serves_again(deployed_lab, webui: WebUI) -> None:
     inventory = deployed_lab.inventory
