@@ -41,6 +41,7 @@ SCANNER = (Path(__file__).parent / "portscan.py").read_text()
 ARTIFACTS = REPO / "test-artifacts"
 PROBE_LABEL = "r1deploy.lab.probe"
 SSH, HTTP, HTTPS, VLLM = 22, 80, 443, 8000
+NODE_EXPORTER, RAY_METRICS = 9100, 6704  # scraped by Prometheus on the monitoring host (the frontend)
 
 
 def docker(*args: str, timeout: float = 120, stdin: str | None = None) -> str:
@@ -212,8 +213,11 @@ def test_members_reach_every_port_of_each_other(lab, exposure, lab_exec) -> None
 
 
 def test_frontend_reaches_the_vllm_api_and_nothing_else_of_the_head(lab, exposure, lab_exec) -> None:
+    """The frontend is also the lab's monitoring host: Prometheus scrapes node exporter and Ray's
+    metrics port on the GPU hosts (firewall_monitoring_ports); nothing else of Ray is open to it."""
     listening = exposure["listening"][lab.head.name]
-    assert _scan_from(lab_exec, lab.frontend.name, lab.head.cluster_ip, listening) == [SSH, VLLM]
+    allowed = sorted({SSH, VLLM, NODE_EXPORTER, RAY_METRICS} & set(listening))
+    assert _scan_from(lab_exec, lab.frontend.name, lab.head.cluster_ip, listening) == allowed
 
 
 def test_vllm_refuses_requests_without_the_key(lab, deployed_lab, lab_exec) -> None:
