@@ -166,7 +166,14 @@ def planted_leak(deployed_lab) -> Iterator[list[str]]:
     inventory = deployed_lab.inventory
     head = next(iter(deployed_lab.groups["ray_head"]))
     password = (inventory / "credentials" / "open_webui_admin_password").read_text().strip()
-    log = "/tmp/ray/session_latest/logs/r1deploy-test-leak.log"
+    # Ray's session folder: the roles keep it under the service home (ray_head's temp dir).
+    logs = on_host(
+        inventory,
+        head,
+        "ls -d /var/lib/r1deploy/ray/session_latest/logs /tmp/ray/session_latest/logs 2>/dev/null | head -1",
+    ).strip()
+    assert logs, f"{head}: no Ray session_latest/logs folder to plant the leak in"
+    log = f"{logs}/r1deploy-test-leak.log"
     on_host(
         inventory,
         head,
