@@ -1,10 +1,4 @@
-"""What the GPU stack roles left on each host of the gpu_stack scenario (see molecule.yml).
-
-Runs twice: after the first converge (the `install` path: no driver loaded) and after side_effect.yml
-simulated the reboot (stubs report the loaded driver), drifted the hosts and converge ran again (the
-`present` path). Every check of the installed state holds in both; the drift repaired is checked by
-the same tests (holds, pin, blacklist, repository) in the second run.
-"""
+"""What the GPU stack roles left on each host of the gpu_stack scenario (see molecule.yml)."""
 
 from __future__ import annotations
 
@@ -21,11 +15,6 @@ testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
 @pytest.fixture
 def name(host) -> str:
     return host.backend.get_hostname()
-
-
-def loaded(host) -> bool:
-    """The `present` phase: a driver is loaded (side_effect.yml's stub of the module's version file)."""
-    return host.file("/proc/driver/nvidia/version").exists
 
 
 def kernel(host) -> str:
@@ -131,21 +120,8 @@ def test_v100_reboot_requested_once(host, name) -> None:
     if name != "gpu-v100":
         pytest.skip("Debian-archive driver host only")
     marker = host.file("/run/r1deploy/nvidia-driver-reboot-required")
-    if loaded(host):  # after the reboot: the re-added blacklist needs none, the driver is loaded
-        assert not marker.exists
-        return
     assert marker.exists
     assert marker.content_string.splitlines() == ["driver packages changed", "nouveau blacklisted"]
-
-
-def test_v100_present_path_runs_persistenced_and_verifies(host, name) -> None:
-    if name != "gpu-v100" or not loaded(host):
-        pytest.skip("V100 host after the (simulated) reboot only")
-    assert host.service("nvidia-persistenced").is_running
-    # the nvidia-smi stub reports persistence mode from the daemon's state, as the driver does
-    assert "Enabled" in host.check_output("nvidia-smi --query-gpu=persistence_mode --format=csv")
-    fact = host.file("/etc/ansible/facts.d/r1deploy_gpus.fact").content_string
-    assert '"source": "nvidia-smi"' in fact and '"flavour": "proprietary"' in fact
 
 
 def test_v100_no_cuda_toolkit_by_default(host, name) -> None:
@@ -195,11 +171,9 @@ def test_t4_libnccl_for_cuda_12_not_the_newer_cuda_13_build(host, name) -> None:
 def test_t4_reboot_requested(host, name) -> None:
     if name != "gpu-t4":
         pytest.skip("NVIDIA-repository host only")
-    marker = host.file("/run/r1deploy/nvidia-driver-reboot-required")
-    if loaded(host):  # the open module is loaded: nothing to reboot for
-        assert not marker.exists
-        return
-    assert marker.content_string.startswith("driver packages changed")
+    assert host.file("/run/r1deploy/nvidia-driver-reboot-required").content_string.startswith(
+        "driver packages changed"
+    )
 
 
 # ---------------------------------------------------------------------------------------- CPU-only
