@@ -29,8 +29,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.deployed]
 BIN = Path(sys.executable).parent
 ARTIFACTS = REPO / "test-artifacts"
 CONCURRENCY = 32
-REQUESTS = 96  # 3 rounds of 32; r1deploy bench sizes every prompt exactly first (~13 calls a prompt through nginx):
-# 96 took 64 s in all on a quiet 2-core lab, 5.5 s of it the load itself
+# 3 rounds of 32. r1deploy bench sizes every prompt exactly first (~13 calls a prompt through nginx):
+# 96 took 64 s in all on a quiet 2-core lab, 5.5 s of it the load itself.
+REQUESTS = 96
 MAX_TOKENS = 48
 TIME_LIMIT_S = 120
 KEEPALIVE_PER_WORKER = 32  # roles/nginx/templates/nginx.conf.j2: upstream r1deploy_vllm { keepalive 32; }
