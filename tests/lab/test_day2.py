@@ -174,11 +174,18 @@ def planted_leak(deployed_lab) -> Iterator[list[str]]:
     ).strip()
     assert logs, f"{head}: no Ray session_latest/logs folder to plant the leak in"
     log = f"{logs}/r1deploy-test-leak.log"
-    on_host(
-        inventory,
-        head,
-        f'printf \'curl -H "Authorization: Bearer {deployed_lab.api_key}"\\nlogin {password}\\n'
-        f"HF_TOKEN=hf_abcdefghijklmnopqrstuvwx\\n' > {log}",
+    # Through stdin of `docker exec`, never on a command line: Ansible would log its module arguments to
+    # the host's journal, and the secrets test (later in the session) rightly finds them there.
+    leak = (
+        f'curl -H "Authorization: Bearer {deployed_lab.api_key}"\n'
+        f"login {password}\nHF_TOKEN=hf_abcdefghijklmnopqrstuvwx\n"
+    )
+    subprocess.run(
+        ["docker", "exec", "-i", head, "sh", "-c", f"cat > {log}"],
+        input=leak,
+        text=True,
+        check=True,
+        timeout=60,
     )
     yield [deployed_lab.api_key, password, "hf_abcdefghijklmnopqrstuvwx"]
     on_host(inventory, head, f"rm -f {log}")
