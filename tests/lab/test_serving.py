@@ -142,7 +142,8 @@ def test_ray_token_is_private_to_the_service_user(deployed_lab) -> None:
 # pinned Ray ports, Ray's fixed metrics ports on the head (autoscaler 44217, dashboard 44227), vLLM's
 # API; plus Ray's worker range and vLLM's process-group (gloo/NCCL) listeners, which take free
 # ephemeral ports on the node address and cannot be pinned.
-RAY_PORTS = {6700, 6701, 6702, 6703, 6704, 6705}
+NODE_EXPORTER = 9100  # roles/node_exporter, on every host (the cluster address only)
+RAY_PORTS = {6700, 6701, 6702, 6703, 6704, 6705, NODE_EXPORTER}
 HEAD_PORTS = RAY_PORTS | {6667, 8000, 44217, 44227}
 EPHEMERAL = range(32768, 61000)
 
