@@ -4,8 +4,8 @@
    `deployed_lab` fixtures run exactly these two commands (tests/lab/conftest.py, deployed.py) on a
    lab name that must not exist yet (the fixture refuses a lab that is already up). No second deploy:
    these tests read what that one deploy printed.
-2. The deploy's output ends with one block: the chat URL, the admin email, the password (lab only),
-   the API base URLs and where the key is, the next commands.
+2. The deploy's output ends with one block: the chat URL, the admin email, how to read the password
+   (never the password itself), the API base URLs and where the key is, the next commands.
 3. A user signs in to the chat page with exactly what the block says, reaches the API with the key
    from the file it names, and runs the first next command it prints (``r1deploy smoke``) as printed.
    ``r1deploy status`` prints the same pointers: tests/lab/test_cli.py's status test.
@@ -70,7 +70,9 @@ def test_deploy_ends_with_the_sign_in_block(deployed_lab: Any, lab: Any, block: 
     assert rows["from elsewhere"].startswith(f"ssh -N -L 8443:{frontend.public_ip}:443 ")
     assert rows["admin email"] == "admin@r1deploy.lab"
     password = (inventory / "credentials" / "open_webui_admin_password").read_text().strip()
-    assert rows["admin password"].split()[0] == password and "lab only" in rows["admin password"]
+    password_file = f"inventories/{inventory.name}/credentials/open_webui_admin_password"
+    assert rows["admin password"].startswith(f"cat {password_file}")
+    assert password not in deployed_lab.first_run.stdout  # shown where it is, never itself
     assert rows["API base URL"] == f"http://{head_ip}:8000/v1  or  https://{frontend.public_ip}/v1"
     assert f"inventories/{inventory.name}/credentials/vllm_api_key" in rows["API key"]
     assert deployed_lab.api_key not in deployed_lab.first_run.stdout  # the API key itself: never
@@ -84,7 +86,10 @@ def test_a_new_user_signs_in_with_what_the_block_says(block: Any) -> None:
     context = ssl.create_default_context()
     context.check_hostname = False  # the lab's self-signed certificate (test_frontend trusts it exactly)
     context.verify_mode = ssl.CERT_NONE
-    body = json.dumps({"email": rows["admin email"], "password": rows["admin password"].split()[0]})
+    # Run the command the block gives, as the user would.
+    command = shlex.split(rows["admin password"].split("   ")[0])
+    shown = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO)
+    body = json.dumps({"email": rows["admin email"], "password": shown.stdout.strip()})
     request = urllib.request.Request(
         f"{rows['chat']}/api/v1/auths/signin",
         data=body.encode(),

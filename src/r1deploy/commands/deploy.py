@@ -24,7 +24,7 @@ def closing_block(request: RunRequest) -> tuple[str, dict[str, Any]] | None:
     except StatusError as exc:
         print(f"note: cannot list the stack's addresses: {exc}", file=sys.stderr)
         return None
-    return pointers.render(found), found.as_dict(secret=False)
+    return pointers.render(found), found.as_dict()
 
 
 def _handle(args: argparse.Namespace) -> int:
