@@ -19,7 +19,7 @@ help:
 bootstrap:
 	@bash scripts/bootstrap.sh
 
-# `r1deploy deploy` ends with the sign-in block (chat URL, admin email and password, API and key,
+# `r1deploy deploy` ends with the sign-in block (chat URL, admin email, where the password is, API and key,
 # next commands); `r1deploy status -i inventories/lab` prints it again.
 demo: bootstrap
 	$(R1) lab up
