@@ -51,10 +51,6 @@ def r1deploy_plan(data: dict[str, Any], labels: str = "ansible") -> dict[str, An
     if not isinstance(data, dict):
         raise AnsibleFilterError(f"r1deploy_plan expects a dict, got {type(data).__name__}")
     plain = {k: v for k, v in _plain(data).items() if k in _PLAN_KEYS}
-    # Backward compatibility: a vllm_server role that does not pass disable_custom_all_reduce yet adds
-    # the flag itself after the plan's arguments, so the plan leaves it to the role's variable (the
-    # Volta rule still adds it). Remove once roles/vllm_server/tasks/preflight.yml passes the wish.
-    plain.setdefault("disable_custom_all_reduce", False)
     unknown = sorted(set(data) - _PLAN_KEYS)
     table = planner.ANSIBLE_LABELS if labels == "ansible" else planner.CLI_LABELS
     plan = planner.plan_from_dict(plain, table)

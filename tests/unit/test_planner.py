@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import yaml
 
 from r1deploy.planner import MODELS, PlanRequest, from_config, load_gpu, load_model, make_plan, valid_tp_sizes
 from r1deploy.planner import memory as mem
@@ -25,6 +26,7 @@ from r1deploy.planner.plan import (
     vllm_args,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
 
 
@@ -552,13 +554,22 @@ def _planner_filter() -> object:
     return module
 
 
-def test_filter_keeps_the_vllm_server_role_of_today_working() -> None:
-    """The role of today adds --disable-custom-all-reduce itself when the request lacks the wish; a role
-    that passes the wish (and device auto) gets the unit's whole argument list from the plan."""
+def test_the_vllm_server_role_takes_every_flag_from_the_plan() -> None:
+    """The role passes its wish and device auto; the plan's vllm_args are the unit's whole planned
+    argument list (`r1deploy plan` shows what the unit runs), with no flag appended by the role."""
+    tasks = yaml.safe_load((REPO / "roles/vllm_server/tasks/preflight.yml").read_text())
+    request = next(t for t in tasks if "vllm_server_plan" in t.get("ansible.builtin.set_fact", {}))["vars"]
+    assert request["__request"]["device"] == "auto"
+    assert "vllm_server_disable_custom_all_reduce" in request["__request"]["disable_custom_all_reduce"]
+    assemble = next(t for t in tasks if "__vllm_server_argv" in t.get("ansible.builtin.set_fact", {}))
+    assert "--disable-custom-all-reduce" not in assemble["ansible.builtin.set_fact"]["__vllm_server_argv"]
     filt = _planner_filter()
-    old = {"model": "DeepSeek-R1-Distill-Qwen-32B", "device": "gpu", "gpu": "h100-80gb", "gpus_per_node": 4}
-    assert "--disable-custom-all-reduce" not in filt.r1deploy_plan(old)["vllm_args"]  # type: ignore[attr-defined]
-    new = {**old, "device": "auto", "disable_custom_all_reduce": True}
-    assert "--disable-custom-all-reduce" in filt.r1deploy_plan(new)["vllm_args"]  # type: ignore[attr-defined]
-    volta = {**old, "gpu": "v100-sxm2-32gb"}
+    role = {"model": "DeepSeek-R1-Distill-Qwen-32B", "device": "auto", "gpu": "h100-80gb", "gpus_per_node": 4}
+    wish = {**role, "disable_custom_all_reduce": True}
+    assert "--disable-custom-all-reduce" in filt.r1deploy_plan(wish)["vllm_args"]  # type: ignore[attr-defined]
+    enabled = {**role, "disable_custom_all_reduce": False}
+    assert "--disable-custom-all-reduce" not in filt.r1deploy_plan(enabled)["vllm_args"]  # type: ignore[attr-defined]
+    volta = {**enabled, "gpu": "v100-sxm2-32gb"}
     assert "--disable-custom-all-reduce" in filt.r1deploy_plan(volta)["vllm_args"]  # type: ignore[attr-defined]
+    cpu = {**wish, "gpu": None, "gpus_per_node": 0}
+    assert "--disable-custom-all-reduce" not in filt.r1deploy_plan(cpu)["vllm_args"]  # type: ignore[attr-defined]

@@ -92,6 +92,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--kv-cache-memory-bytes", help="fixed KV cache size per GPU/CPU worker, e.g. 256M (vLLM flag)"
     )
     p.add_argument(
+        "--enable-custom-all-reduce",
+        dest="disable_custom_all_reduce",
+        action="store_false",
+        help="let vLLM use its custom all-reduce where the GPU supports it (compute capability >= 8.0; "
+        "vllm_server_disable_custom_all_reduce: false); Volta always runs without it",
+    )
+    p.add_argument(
         "--gpu-facts",
         metavar="FILE",
         help="take GPU, compute capability, memory and GPUs per node from a fact file "
@@ -142,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         compute_capability=args.compute_capability,
         gpu_memory_mib=args.gpu_memory_mib,
         kv_cache_memory_bytes=args.kv_cache_memory_bytes,
+        disable_custom_all_reduce=args.disable_custom_all_reduce,
     )
     plan = make_plan(req)
     if args.json:
