@@ -58,6 +58,8 @@ def choose_profile(gpus: dict[str, Any], requested: str = "auto") -> ProfileChoi
             f"vllm_runtime_profile is '{requested}' but this host has no NVIDIA GPU "
             "(r1deploy_gpus.count is 0); use 'cpu' or 'auto'"
         )
+    if not ccs and requested in ("volta", "cuda"):  # a driverless host: the user said which stack
+        return ProfileChoice(requested, "set by vllm_runtime_profile (compute capability not known yet)", "")
     if not ccs:
         raise ProfileError(
             "the GPUs' compute capability is unknown (no driver yet?): install the driver first "
@@ -252,6 +254,21 @@ def venv_plan(
         chosen,
         lock_name(profile, chosen),
     )
+
+
+def venv_python(
+    distribution: str, major: str, gpus: dict[str, Any], profile: str = "auto", python: str = ""
+) -> str | None:
+    """The CPython minor the host's serving venv will run (what Ray and vLLM see), not Ansible's own
+    interpreter (Rocky 9's python3 is 3.9; the venv gets python3.12). None where only the host can say:
+    a user interpreter (vllm_runtime_python, probed by the role), an OS or profile the role refuses
+    itself with its own message."""
+    if python:
+        return None
+    try:
+        return venv_plan(distribution, major, choose_profile(gpus, profile).profile).python or None
+    except ProfileError:
+        return None
 
 
 def check_interpreter(

@@ -49,6 +49,16 @@ def test_impossible_profiles_are_refused_with_the_fix(fact: dict, requested: str
         runtime.choose_profile(fact, requested)
 
 
+def test_a_driverless_host_takes_the_profile_the_inventory_names() -> None:
+    """Before the driver, lspci knows the GPUs but not their compute capability: auto cannot choose
+    (above), a named profile is taken as said, so preflight can check its interpreter and lock."""
+    driverless = {"count": 4, "devices": [{"name": "GV100GL [Tesla V100 SXM2 32GB]"}] * 4}
+    assert runtime.choose_profile(driverless, "volta").profile == "volta"
+    assert runtime.venv_python("Rocky", "9", driverless, "volta") == "3.12"
+    assert runtime.venv_python("Ubuntu", "22", driverless, "volta") == "3.10"
+    assert runtime.venv_python("Ubuntu", "22", driverless) is None  # auto: serving.yml checks it later
+
+
 def test_kernel_report_catches_missing_sm70() -> None:
     report = {
         "versions": {"torch": "2.11.0", "vllm": "0.26.0", "ray": "2.60.0"},

@@ -575,7 +575,7 @@ def check_hosts(data: dict[str, Any]) -> dict[str, Any]:
             for f in _plan_findings(plan, "gpu_nodes", " (with the hosts' GPU facts)")
             if f.severity == "error" or f.code not in _STAGE1_ONLY_PLAN_WARNINGS
         ]
-    findings += python_findings({h: hosts[h]["python"] for h in gpu_hosts if hosts[h].get("python")})
+    findings += python_findings(_venv_pythons(s, hosts, gpu_hosts))
     supported = s.get("supported_os") or SUPPORTED_OS
     skew_max = float(s.get("max_clock_skew_s") or 0)
     for h in sorted(hosts):
@@ -762,8 +762,28 @@ def replan_with_facts(
     return make_plan(PlanRequest.from_dict(req, ANSIBLE_LABELS))
 
 
+def _venv_pythons(
+    settings: dict[str, Any], hosts: dict[str, dict[str, Any]], gpu_hosts: list[str]
+) -> dict[str, str]:
+    """Each GPU node's serving-venv Python (r1deploy.runtime's rule), where the inventory decides it."""
+    out = {}
+    for h in gpu_hosts:
+        hv = hosts[h]
+        found = runtime.venv_python(
+            str(hv.get("distribution", "")),
+            str(hv.get("distribution_major_version", "")),
+            hv.get("gpus") or {},
+            str(settings.get("vllm_runtime_profile") or "auto"),
+            str(settings.get("vllm_runtime_python") or ""),
+        )
+        if found:
+            out[h] = found
+    return out
+
+
 def python_findings(versions: dict[str, str]) -> list[Finding]:
-    """Ray refuses a cluster of mixed Python minors; vLLM's wheels cover :data:`PYTHON_RANGE`."""
+    """The serving venvs' Python (not Ansible's: Rocky 9 runs Ansible on 3.9 and the venv on 3.12): Ray
+    refuses a cluster of mixed minors; vLLM's wheels cover :data:`PYTHON_RANGE`."""
     minors = {h: tuple(_version_tuple(v)[:2]) for h, v in versions.items()}
     out: list[Finding] = []
     if len(set(minors.values())) > 1:
@@ -773,9 +793,11 @@ def python_findings(versions: dict[str, str]) -> list[Finding]:
                 "error",
                 "python-differs",
                 "gpu_nodes",
-                f"Python differs across GPU nodes ({detail}); Ray refuses a cluster of mixed versions",
-                "ansible_python.version",
-                "install the same Python on every GPU node",
+                f"the serving venvs' Python differs across GPU nodes ({detail}); Ray refuses a cluster "
+                "of mixed versions",
+                "vllm_runtime_python",
+                "run every GPU node on the same OS release, or set vllm_runtime_python to the same "
+                "CPython minor on all of them",
             )
         )
     lo, hi = PYTHON_RANGE
@@ -786,9 +808,10 @@ def python_findings(versions: dict[str, str]) -> list[Finding]:
                     "error",
                     "python-range",
                     h,
-                    f"Python {'.'.join(map(str, v))} is outside vLLM's {lo[0]}.{lo[1]}-{hi[0]}.{hi[1]}",
-                    "ansible_python.version",
-                    "use the OS's python3 of a supported release",
+                    f"the serving venv's Python {'.'.join(map(str, v))} is outside vLLM's "
+                    f"{lo[0]}.{lo[1]}-{hi[0]}.{hi[1]}",
+                    "vllm_runtime_python",
+                    "leave vllm_runtime_python unset (the role picks the OS's supported Python)",
                 )
             )
     return out
