@@ -10,16 +10,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from r1deploy.planner.gpus import MIN_CC, VOLTA_MAX_CC
 from r1deploy.planner.gpus import parse_cc as planner_parse_cc
 
 PROFILES = ("cpu", "volta", "cuda")
 
 # vLLM >= 0.20 wheels and every CUDA 13 build lack sm_70 kernels; vLLM 0.19.1 with torch 2.10.0
 # (+cu128) is the newest PyPI stack whose extension libraries carry sm_70 SASS (read with cuobjdump:
-# scripts/sm_arch_report.py, docs/locks.md), so compute capability below 7.5 gets the `volta` profile.
-VOLTA_MAX_CC = (7, 5)
-# vLLM's current docs require compute capability 7.5 or higher; below 7.0 nothing runs.
-MIN_CC = (7, 0)
+# scripts/sm_arch_report.py, docs/locks.md), so compute capability below VOLTA_MAX_CC (7.5) gets the
+# `volta` profile; below MIN_CC (7.0) nothing runs. Both thresholds live in r1deploy.planner.gpus.
 
 
 class ProfileError(ValueError):

@@ -253,11 +253,8 @@ def test_no_new_copy_of_a_shared_value(value: str) -> None:
 # Compute-capability thresholds: one home, r1deploy.planner.gpus (MIN_CC, VOLTA_MAX_CC, AMPERE_MIN_CC, ...).
 CC_HOME = "src/r1deploy/planner/gpus.py"
 CC_ALLOWED = {
-    # issue 13: runtime.py keeps its own VOLTA_MAX_CC/MIN_CC (should import them from planner.gpus);
-    # gpustack.py holds driver-branch tables keyed by compute capability (the GPU helper's module).
-    "src/r1deploy/runtime.py",
-    # gpustack (now a package) holds driver-branch tables keyed by compute capability and its own
-    # VOLTA_CC/TURING_CC/BLACKWELL_CC; they should import planner.gpus's constants.
+    # Data tables keyed by compute capability, not thresholds: CUDA majors' minimum CC, driver branches
+    # per architecture, lspci board names -> CC (VOLTA_CC/TURING_CC there are planner.gpus's constants).
     "src/r1deploy/gpustack/cuda.py",
     "src/r1deploy/gpustack/driver.py",
     "src/r1deploy/gpustack/gpus.py",

@@ -10,13 +10,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from r1deploy.planner.gpus import parse_cc
+from r1deploy.planner.gpus import MIN_CC, VOLTA_MAX_CC, parse_cc
 
 CC = tuple[int, int]
 
 # Architecture boundaries by compute capability.
-VOLTA_CC: CC = (7, 0)  # V100, TITAN V: the GPUs r1deploy is built for
-TURING_CC: CC = (7, 5)  # first GPUs with the GPU System Processor (GSP)
+VOLTA_CC: CC = MIN_CC  # V100, TITAN V: the GPUs r1deploy is built for
+TURING_CC: CC = VOLTA_MAX_CC  # first GPUs with the GPU System Processor (GSP)
 BLACKWELL_CC: CC = (10, 0)
 
 # lspci shows chip codes and board names, not compute capabilities. Used only when the fact came
