@@ -101,7 +101,11 @@ done
 
 # Ray: status from the head's address, and the logs of the latest session
 if [ -n "$ray_address" ] && [ -x "$venv/bin/ray" ]; then
-  { echo "\$ ray status --address $ray_address"; timeout 60 runuser -u "$user" -- env RAY_USAGE_STATS_ENABLED=0 "$venv/bin/ray" status --address "$ray_address" 2>&1; echo "[exit $?]"; } >"$out/ray-status.txt"
+  # The cluster takes token authentication: the mode and the token's path from the node's ray.env
+  # (the token itself stays in its file, read by the service user).
+  ray_auth=()
+  while IFS= read -r line; do ray_auth+=("$line"); done < <(grep -E '^RAY_AUTH_(MODE|TOKEN_PATH)=' /etc/r1deploy/ray.env 2>/dev/null)
+  { echo "\$ ray status --address $ray_address"; timeout 60 runuser -u "$user" -- env RAY_USAGE_STATS_ENABLED=0 "${ray_auth[@]}" "$venv/bin/ray" status --address "$ray_address" 2>&1; echo "[exit $?]"; } >"$out/ray-status.txt"
 else
   echo "ray: no Ray in $venv on this host" >>"$missing"
 fi
