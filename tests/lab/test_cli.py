@@ -67,7 +67,10 @@ def lab_hosts(deployed_lab: Any) -> set[str]:
 
 
 def test_deploy_rerun_through_the_cli_is_clean_and_recorded(deployed_lab: Any, state_dir: Path) -> None:
+    """The lab's one no-op re-run of deploy.yml: idempotence (changed=0 everywhere) and the CLI's record."""
+    started = time.monotonic()
     code, doc, err = r1(state_dir, "deploy", "-i", str(deployed_lab.inventory))
+    deployed_lab.record("noop_rerun_seconds", round(time.monotonic() - started, 1))
     assert code == 0, doc.get("failures") or doc.get("errors") or err[-3000:]
     assert doc["status"] == "successful" and doc["playbooks"] == ["playbooks/site.yml"]
     assert set(doc["hosts"]) == lab_hosts(deployed_lab)

@@ -191,10 +191,6 @@ def planted_leak(deployed_lab) -> Iterator[list[str]]:
     on_host(inventory, head, f"rm -f {log}")
 
 
-@pytest.mark.skipif(
-    os.environ.get("R1DEPLOY_DAY2_TESTS") != "1",
-    reason="not yet green in a full CI run (session 2 ran out of time); R1DEPLOY_DAY2_TESTS=1 runs it",
-)
 def test_diagnose_archive_has_everything_and_no_secret(deployed_lab, planted_leak, tmp_path: Path) -> None:
     inventory = deployed_lab.inventory
     started = time.monotonic()
@@ -236,10 +232,6 @@ def test_diagnose_archive_has_everything_and_no_secret(deployed_lab, planted_lea
 # --- restart ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    os.environ.get("R1DEPLOY_DAY2_TESTS") != "1",
-    reason="not yet green in a full CI run (session 2 ran out of time); R1DEPLOY_DAY2_TESTS=1 runs it",
-)
 @pytest.mark.destructive(order=45)
 def test_restart_keeps_open_webui_data_and_ends_serving(deployed_lab, webui: WebUI) -> None:
     title = f"kept across a restart {uuid.uuid4().hex[:6]}"

@@ -202,9 +202,11 @@ def _spread(times: list[float]) -> float:
 def test_chat_streams_through_nginx_unbuffered(frontend) -> None:
     """The chat page's API path streams token by token: nginx neither buffers nor gzips it.
 
-    A long answer (1000 tokens, several seconds) must arrive spread over its generation; buffered by
-    nginx it arrives in a few large bursts at the end. Best of three, so a stalled client on a busy
-    machine does not count as buffering."""
+    A long answer (1000 tokens, ~2.5 s on the lab) must arrive spread over its generation; held back
+    until the end (a buffering proxy, a gzip filter) it arrives in one burst, spread ~0 every time.
+    On a busy 2-core machine a stream now and then stalls and flushes a backlog (measured: 1 of 11
+    streams, first token 2.5 s late then 957 tokens in 0.8 s; the other 10, through Open WebUI, nginx
+    and straight from vLLM, spread 0.97-0.99), so the best of five counts and half is the bar."""
     token = frontend.sign_in()
     body = {
         "model": MODEL,
@@ -216,7 +218,7 @@ def test_chat_streams_through_nginx_unbuffered(frontend) -> None:
     }
     spreads = []
     with frontend.client(timeout=300) as c:
-        for _ in range(3):
+        for _ in range(5):
             result = _sse_chat(
                 c,
                 "/api/chat/completions",
@@ -227,9 +229,9 @@ def test_chat_streams_through_nginx_unbuffered(frontend) -> None:
             assert "content-encoding" not in {k.lower() for k in result["headers"]}
             assert len(result["times"]) >= 900
             spreads.append(round(_spread(result["times"]), 3))
-            if spreads[-1] >= 0.8:
+            if spreads[-1] >= 0.5:
                 break
-    assert max(spreads) >= 0.8, f"tokens arrived in bursts, not streamed: spreads {spreads}"
+    assert max(spreads) >= 0.5, f"tokens arrived in bursts, not streamed: spreads {spreads}"
 
 
 def test_v1_route_refuses_requests_without_the_key(frontend) -> None:
