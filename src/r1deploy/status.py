@@ -41,6 +41,7 @@ class Stack:
     FACT_CLUSTER = "r1deploy_status_cluster"
     FACT_FRONTEND = "r1deploy_status_frontend"
     FACT_CERT = "r1deploy_status_cert"
+    FACT_RATE = "r1deploy_status_rate"
 
 
 @dataclass
@@ -230,12 +231,49 @@ def parse_ray_status(text: str) -> dict[str, Any]:
     }
 
 
+_METRIC_LINE = re.compile(r"^(?P<name>vllm:[a-z_]+)(?:\{[^}]*\})?\s+(?P<value>\S+)")
+
+
+def parse_serving(metric_lines: list[str], rate: dict[str, Any] | None) -> dict[str, Any]:
+    """The serving numbers from vLLM's /metrics (summed over its engines) and Prometheus's rate.
+
+    ``tokens_per_s_1m`` is None where no Prometheus answered (monitoring.yml not deployed)."""
+    sums: dict[str, float] = {}
+    for line in metric_lines:
+        match = _METRIC_LINE.match(str(line))
+        if not match:
+            continue
+        try:
+            value = float(match.group("value"))
+        except ValueError:
+            continue
+        sums[match.group("name")] = sums.get(match.group("name"), 0.0) + value
+    tokens_per_s = None
+    if rate and str(rate.get("status")) == "200":
+        result = rate.get("result") or []
+        try:
+            tokens_per_s = round(float(result[0]["value"][1]), 2) if result else 0.0
+        except (KeyError, IndexError, TypeError, ValueError):
+            tokens_per_s = None
+    usage = sums.get("vllm:kv_cache_usage_perc")
+    return {
+        "metrics": bool(sums),
+        "running": int(sums["vllm:num_requests_running"]) if "vllm:num_requests_running" in sums else None,
+        "waiting": int(sums["vllm:num_requests_waiting"]) if "vllm:num_requests_waiting" in sums else None,
+        # vLLM reports a fraction (0-1) under a name that says percent.
+        "kv_cache_usage_pct": round(usage * 100, 1) if usage is not None else None,
+        "generation_tokens_total": int(sums.get("vllm:generation_tokens_total", 0)) if sums else None,
+        "tokens_per_s_1m": tokens_per_s,
+    }
+
+
 def build_status(result: RunResult, events: list[dict[str, Any]]) -> dict[str, Any]:
     """The status document (``--json``) from the status playbook's facts and the run's stats."""
     endpoints_by_host = _facts(result, events, Stack.FACT_ENDPOINTS)
     host_facts = _facts(result, events, Stack.FACT_HOST)
     cluster_facts = _facts(result, events, Stack.FACT_CLUSTER)
     frontend_facts = _facts(result, events, Stack.FACT_FRONTEND)
+    rate_facts = _facts(result, events, Stack.FACT_RATE)
     unreachable = sorted(h for h, c in result.summary.get("hosts", {}).items() if c.get("unreachable"))
     problems: list[str] = [f"{h}: unreachable" for h in unreachable]
 
@@ -291,6 +329,7 @@ def build_status(result: RunResult, events: list[dict[str, Any]]) -> dict[str, A
             "served_model": served,
             "model_served": served in models,
             "max_model_len": _int_or_none(facts.get("max_model_len")),
+            "serving": parse_serving(list(facts.get("metrics") or []), next(iter(rate_facts.values()), None)),
         }
         if not healthy:
             problems.append(f"vllm: {facts.get('health_url')}: {vllm['health_error'] or 'not healthy'}")

@@ -111,6 +111,10 @@ def test_status_reports_the_running_stack(deployed_lab: Any, state_dir: Path) ->
     assert ray["cpus_total"] > 0 and ray["gpus_total"] == 0
     vllm = doc["cluster"]["vllm"]
     assert vllm["healthy"] and vllm["model_served"] and vllm["models"] == ["r1-tiny"]
+    # The serving numbers from vLLM's /metrics, and the rate from the lab's Prometheus (monitoring.yml).
+    serving = vllm["serving"]
+    assert serving["metrics"] and serving["running"] >= 0 and serving["waiting"] >= 0, serving
+    assert 0 <= serving["kv_cache_usage_pct"] <= 100 and serving["tokens_per_s_1m"] is not None, serving
     frontend = next(iter(deployed_lab.groups["frontend"]))
     inventory = yaml.safe_load((inventory_dir(deployed_lab) / "hosts.yml").read_text())
     address = inventory["all"]["children"]["frontend"]["hosts"][frontend]["ansible_host"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
 from r1deploy.gpufacts import QUERY_FIELDS, QUERY_FIELDS_OLD
-from r1deploy.status import parse_gpus, parse_ray_status, parse_units
+from r1deploy.status import parse_gpus, parse_ray_status, parse_serving, parse_units
 
 REPO = Path(__file__).resolve().parents[2]
 SMI = REPO / "tests" / "fixtures" / "nvidia-smi"
@@ -145,6 +146,15 @@ def test_status_of_the_recorded_healthy_lab() -> None:
         "served_model": "r1-tiny",
         "model_served": True,
         "max_model_len": 2048,
+        # Recorded before the status playbook read /metrics: no numbers, and none made up.
+        "serving": {
+            "metrics": False,
+            "running": None,
+            "waiting": None,
+            "kv_cache_usage_pct": None,
+            "generation_tokens_total": None,
+            "tokens_per_s_1m": None,
+        },
     }
     assert doc["chat_url"] == "https://172.26.0.2" and doc["frontend"]["lab-cli-frontend"]["ok"]
 
@@ -163,3 +173,45 @@ def test_status_names_what_is_down() -> None:
     assert doc["exit_code"] == 1 and not doc["ok"]
     assert "lab-cli-worker1: ray-worker.service is inactive/dead" in doc["problems"]
     assert "vllm: model 'r1-tiny' not served (server lists ['other-model'])" in doc["problems"]
+
+
+# vLLM's /metrics lines as the status playbook keeps them (one engine; the names of vLLM >= 0.11).
+METRIC_LINES = [
+    'vllm:num_requests_running{engine="0",model_name="r1-tiny"} 3.0',
+    'vllm:num_requests_waiting{engine="0",model_name="r1-tiny"} 7.0',
+    'vllm:kv_cache_usage_perc{engine="0",model_name="r1-tiny"} 0.4567',
+    'vllm:generation_tokens_total{engine="0",model_name="r1-tiny"} 12345.0',
+]
+
+
+def test_serving_numbers_from_vllm_metrics_and_the_prometheus_rate() -> None:
+    rate = {"status": 200, "result": [{"metric": {}, "value": [1765000000.0, "41.25"]}]}
+    serving = parse_serving(METRIC_LINES, rate)
+    assert serving == {
+        "metrics": True,
+        "running": 3,
+        "waiting": 7,
+        "kv_cache_usage_pct": 45.7,
+        "generation_tokens_total": 12345,
+        "tokens_per_s_1m": 41.25,
+    }
+    # Two engines (data parallel): the cluster's numbers are their sums.
+    second = [line.replace('engine="0"', 'engine="1"') for line in METRIC_LINES]
+    assert parse_serving(METRIC_LINES + second, rate)["waiting"] == 14
+
+
+def test_no_prometheus_no_rate_and_no_metrics_no_numbers() -> None:
+    assert parse_serving(METRIC_LINES, {"status": -1, "result": []})["tokens_per_s_1m"] is None
+    assert parse_serving(METRIC_LINES, None)["tokens_per_s_1m"] is None
+    assert parse_serving(METRIC_LINES, {"status": 200, "result": []})["tokens_per_s_1m"] == 0.0  # idle
+    empty = parse_serving([], None)
+    assert not empty["metrics"] and empty["running"] is None and empty["kv_cache_usage_pct"] is None
+
+
+def test_the_playbook_keeps_the_series_the_parser_reads() -> None:
+    plays = yaml.safe_load(STATUS_YML.read_text())
+    task = next(t for p in plays for t in p.get("tasks", []) if t["name"] == "Cluster status")
+    kept = task["ansible.builtin.set_fact"]["r1deploy_status_cluster"]["metrics"]
+    pattern = re.search(r"match', '([^']+)'", kept).group(1)
+    assert all(re.match(pattern, line) for line in METRIC_LINES)
+    assert not re.match(pattern, 'vllm:time_to_first_token_seconds_bucket{le="0.1"} 3.0')

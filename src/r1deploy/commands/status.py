@@ -76,6 +76,19 @@ def render(doc: dict[str, Any], console: Console) -> None:
                 f" (max_model_len {vllm['max_model_len']})" if vllm.get("max_model_len") else "",
             )
         )
+        serving = vllm.get("serving") or {}
+        if serving.get("metrics"):
+            rate = serving.get("tokens_per_s_1m")
+            console.print(
+                Text.assemble(
+                    ("serving", "bold"),
+                    f" {serving['running']} running, {serving['waiting']} waiting; "
+                    f"KV cache {serving['kv_cache_usage_pct']} % used; ",
+                    f"{rate:g} tokens/s over the last minute (Prometheus)"
+                    if rate is not None
+                    else f"{serving['generation_tokens_total']} tokens generated (no Prometheus for a rate)",
+                )
+            )
     if doc.get("chat_url"):
         ok = all(f["ok"] for f in doc.get("frontend", {}).values()) if doc.get("frontend") else None
         console.print(
