@@ -78,6 +78,7 @@ class FilterModule:
             "r1deploy_runtime_profile": r1deploy_runtime_profile,
             "r1deploy_kernel_problems": r1deploy_kernel_problems,
             "r1deploy_version_mismatches": r1deploy_version_mismatches,
+            "r1deploy_runtime_waits_for_driver": runtime.waits_for_driver,
             "r1deploy_runtime_venv_plan": r1deploy_runtime_venv_plan,
             "r1deploy_runtime_venv_check": r1deploy_runtime_venv_check,
             "r1deploy_runtime_pyvenv_python": runtime.pyvenv_python,

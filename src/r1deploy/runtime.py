@@ -43,6 +43,15 @@ def cuda_arch(cc: tuple[int, int]) -> str:
     return f"sm_{cc[0]}{cc[1]}"
 
 
+def waits_for_driver(gpus: dict[str, Any], requested: str = "auto") -> bool:
+    """True where the profile cannot be chosen until the driver is in: GPUs seen by lspci only (no
+    compute capability) and no profile named. Preflight defers the venv checks of such a host to
+    serving.yml; choose_profile refuses it."""
+    if requested != "auto" or int(gpus.get("count", 0) or 0) == 0:
+        return False
+    return not any(d.get("compute_capability") for d in gpus.get("devices") or [])
+
+
 def choose_profile(gpus: dict[str, Any], requested: str = "auto") -> ProfileChoice:
     """Pick the serving-venv profile from the ``r1deploy_gpus`` fact (see docs/architecture.md)."""
     if requested not in ("auto", *PROFILES):
@@ -59,7 +68,7 @@ def choose_profile(gpus: dict[str, Any], requested: str = "auto") -> ProfileChoi
         )
     if not ccs and requested in ("volta", "cuda"):  # a driverless host: the user said which stack
         return ProfileChoice(requested, "set by vllm_runtime_profile (compute capability not known yet)", "")
-    if not ccs:
+    if not ccs:  # waits_for_driver(gpus, "auto"), or a profile that needs none here ("cpu")
         raise ProfileError(
             "the GPUs' compute capability is unknown (no driver yet?): install the driver first "
             "(playbooks/gpu_stack.yml) or set vllm_runtime_profile explicitly"

@@ -57,6 +57,10 @@ def test_a_driverless_host_takes_the_profile_the_inventory_names() -> None:
     assert runtime.venv_python("Rocky", "9", driverless, "volta") == "3.12"
     assert runtime.venv_python("Ubuntu", "22", driverless, "volta") == "3.10"
     assert runtime.venv_python("Ubuntu", "22", driverless) is None  # auto: serving.yml checks it later
+    # The predicate preflight's play uses to defer those checks (the same rule choose_profile applies).
+    assert runtime.waits_for_driver(driverless) and not runtime.waits_for_driver(driverless, "volta")
+    assert not runtime.waits_for_driver({"count": 0, "devices": []})
+    assert not runtime.waits_for_driver(gpus("7.0"))
 
 
 def test_kernel_report_catches_missing_sm70() -> None:
