@@ -215,3 +215,12 @@ def test_the_playbook_keeps_the_series_the_parser_reads() -> None:
     pattern = re.search(r"match', '([^']+)'", kept).group(1)
     assert all(re.match(pattern, line) for line in METRIC_LINES)
     assert not re.match(pattern, 'vllm:time_to_first_token_seconds_bucket{le="0.1"} 3.0')
+
+
+def test_status_asks_the_prometheus_that_monitoring_yml_installs() -> None:
+    """The serving rate comes from the host monitoring.yml puts Prometheus on: one pattern, kept equal."""
+    monitoring = yaml.safe_load((REPO / "playbooks" / "monitoring.yml").read_text())
+    installs = next(p["hosts"] for p in monitoring if "prometheus" in str(p.get("roles")))
+    status = yaml.safe_load(STATUS_YML.read_text())
+    asks = next(p["hosts"] for p in status if "Prometheus" in p["name"])
+    assert asks == installs
