@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from r1deploy.events import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from r1deploy.runner import RunRequest, RunResult, execute, resolve_playbook
+from r1deploy.supervise import metric_sums
 
 
 class Stack:
@@ -231,23 +232,11 @@ def parse_ray_status(text: str) -> dict[str, Any]:
     }
 
 
-_METRIC_LINE = re.compile(r"^(?P<name>vllm:[a-z_]+)(?:\{[^}]*\})?\s+(?P<value>\S+)")
-
-
 def parse_serving(metric_lines: list[str], rate: dict[str, Any] | None) -> dict[str, Any]:
     """The serving numbers from vLLM's /metrics (summed over its engines) and Prometheus's rate.
 
     ``tokens_per_s_1m`` is None where no Prometheus answered (monitoring.yml not deployed)."""
-    sums: dict[str, float] = {}
-    for line in metric_lines:
-        match = _METRIC_LINE.match(str(line))
-        if not match:
-            continue
-        try:
-            value = float(match.group("value"))
-        except ValueError:
-            continue
-        sums[match.group("name")] = sums.get(match.group("name"), 0.0) + value
+    sums = metric_sums("\n".join(str(line) for line in metric_lines))
     tokens_per_s = None
     if rate and str(rate.get("status")) == "200":
         result = rate.get("result") or []

@@ -55,20 +55,25 @@ def notify(message: str) -> None:
         sock.sendall(message.encode())
 
 
+def metric_sums(metrics_text: str, prefix: str = "vllm:") -> dict[str, float]:
+    """Prometheus text exposition -> each metric's value summed over its label sets (e.g. vLLM's
+    engines), for the metrics whose name starts with ``prefix``. `r1deploy status` reads it too."""
+    sums: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        sums[name] = sums.get(name, 0.0) + value
+    return sums
+
+
 def generated_tokens(metrics_text: str) -> float | None:
     """Sum of ``vllm:generation_tokens_total`` over its label sets (None when absent)."""
-    total, seen = 0.0, False
-    for line in metrics_text.splitlines():
-        if line.startswith(GENERATED_TOKENS) and not line.startswith("#"):
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name != GENERATED_TOKENS:
-                continue
-            try:
-                total += float(line.rsplit(" ", 1)[1])
-                seen = True
-            except (IndexError, ValueError):
-                continue
-    return total if seen else None
+    return metric_sums(metrics_text).get(GENERATED_TOKENS)
 
 
 def read_generated_tokens(base_url: str, key: str, timeout: float = 10) -> float | None:
