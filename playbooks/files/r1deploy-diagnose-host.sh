@@ -89,6 +89,12 @@ for unit in $(echo $units $found | tr ' ' '\n' | sort -u); do
   systemctl cat "$unit" >"$out/units/$unit" 2>&1
   systemctl status --no-pager --lines=0 "$unit" >"$out/units/$unit.status" 2>&1
   journalctl --unit="$unit" --boot --no-pager --lines=3000 -o short-iso >"$out/journal/$unit.log" 2>&1
+  # The tail alone is mostly access log on a busy server: keep how the running instance started too
+  # (its first lines, by systemd's invocation id), which is what a crash loop or a bad flag shows in.
+  invocation=$(systemctl show -P InvocationID "$unit" 2>/dev/null)
+  if [ -n "$invocation" ]; then
+    journalctl "_SYSTEMD_INVOCATION_ID=$invocation" --no-pager -o short-iso 2>&1 | head -n 1500 >"$out/journal/$unit.start.log"
+  fi
 done
 
 # Configuration r1deploy rendered (never the secret files)
