@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from r1deploy import oses
 from r1deploy.planner.gpus import MIN_CC, VOLTA_MAX_CC
 from r1deploy.planner.gpus import parse_cc as planner_parse_cc
 
@@ -154,32 +155,10 @@ LOCK_PYTHONS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class OsTarget:
-    name: str
-    distributions: tuple[str, ...]  # ansible_distribution values
-    major: str  # ansible_distribution_major_version
-    glibc: tuple[int, int]
-    pythons: tuple[str, ...]  # the OS's own python3 first when vLLM accepts it, then the OS's other packages
-    debian_family: bool
-
-
-# Rocky/RHEL 9's python3 is 3.9 (too old for vLLM): the role installs python3.12 from AppStream (python3.11
-# there ends its life in 2026; 3.12 is also Ubuntu 24.04's, so mixed EL9/Ubuntu 24.04 clusters share it).
-# Ubuntu 22.04's python3 is 3.10; python3.11 (universe) serves profiles without a 3.10 lock (cpu).
-OS_TARGETS: tuple[OsTarget, ...] = (
-    OsTarget("Ubuntu 22.04", ("Ubuntu",), "22", (2, 35), ("3.10", "3.11"), True),
-    OsTarget("Debian 12", ("Debian",), "12", (2, 36), ("3.11",), True),
-    OsTarget("Ubuntu 24.04", ("Ubuntu",), "24", (2, 39), ("3.12",), True),
-    OsTarget(
-        "EL 9",
-        ("Rocky", "RedHat", "AlmaLinux", "CentOS", "OracleLinux"),
-        "9",
-        (2, 34),
-        ("3.12", "3.11"),
-        False,
-    ),
-)
+# The supported OS releases and the Pythons each packages live in r1deploy.oses (one list for preflight,
+# the GPU stack and this module).
+OsTarget = oses.Release
+OS_TARGETS: tuple[oses.Release, ...] = oses.RELEASES
 
 
 def lock_name(profile: str, python: str) -> str:
@@ -192,7 +171,7 @@ def oses_for_python(python: str) -> dict[str, tuple[int, int]]:
 
 
 def find_os(distribution: str, major: str) -> OsTarget | None:
-    return next((t for t in OS_TARGETS if distribution in t.distributions and str(major) == t.major), None)
+    return oses.find(distribution, major)
 
 
 def lock_matrix() -> list[tuple[str, str, str]]:
@@ -238,7 +217,7 @@ def venv_plan(
         return VenvPlan(python, (), "", requirements_file)
     target = find_os(distribution, major)
     if target is None:
-        supported = ", ".join(t.name for t in OS_TARGETS)
+        supported = oses.describe()
         raise ProfileError(
             f"{distribution} {major} has no rule for the serving venv's Python (supported: {supported}); "
             "set vllm_runtime_python to a CPython 3.10-3.12 interpreter on the host"

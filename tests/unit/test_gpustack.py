@@ -198,8 +198,8 @@ def test_branch_590_packages_lose_the_suffix() -> None:
 def test_unsupported_os_is_named() -> None:
     p = gs.driver_plan(fact("V100"), {"distribution": "Ubuntu", "distribution_version": "20.04"}, {}, "k")
     assert p["errors"] == [
-        "Ubuntu 20.04 is not supported by the GPU stack roles (supported: Ubuntu 22.04/24.04, Debian 12, "
-        "Rocky Linux/RHEL/AlmaLinux 9)"
+        "Ubuntu 20.04 is not supported by the GPU stack roles (supported: Debian 12, Ubuntu 22.04, "
+        "Ubuntu 24.04, EL 9 (Rocky, RedHat, AlmaLinux))"
     ]
 
 

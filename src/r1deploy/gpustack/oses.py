@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from r1deploy import oses
 from r1deploy.gpustack.gpus import GpuStackError
 
 
@@ -20,7 +21,7 @@ class OsTarget:
     repo_arch: str  # "x86_64" | "sbsa"
 
 
-SUPPORTED_OS = "Ubuntu 22.04/24.04, Debian 12, Rocky Linux/RHEL/AlmaLinux 9"
+SUPPORTED_OS = oses.describe()  # the list itself is r1deploy.oses.RELEASES
 # Where driver and toolkit packages come from: the distribution's archive or NVIDIA's repository.
 SOURCES = ("distro", "nvidia")
 
@@ -29,16 +30,14 @@ def os_target(distribution: str, version: str, architecture: str = "x86_64") -> 
     """Map Ansible's distribution facts to a supported target, or refuse."""
     dist = (distribution or "").strip()
     ver = str(version or "").strip()
-    major = ver.split(".")[0]
     arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "sbsa", "arm64": "sbsa"}.get(architecture)
     if arch is None:
         raise GpuStackError(f"CPU architecture {architecture!r} is not supported (x86_64 or aarch64)")
-    if dist == "Ubuntu" and ver in ("22.04", "24.04"):
-        return OsTarget("ubuntu" + ver.replace(".", ""), "ubuntu", "apt", ver, arch)
-    if dist == "Debian" and major == "12":
-        return OsTarget("debian12", "debian", "apt", "12", arch)
-    if dist in ("Rocky", "RedHat", "AlmaLinux") and major == "9":
-        return OsTarget("rhel9", "rhel", "dnf", "9", arch)
+    release = oses.find(dist, ver) if ver else None
+    if release is not None:
+        return OsTarget(
+            release.nvidia_repo_key, release.family, release.package_manager, release.version, arch
+        )
     raise GpuStackError(f"{dist} {ver} is not supported by the GPU stack roles (supported: {SUPPORTED_OS})")
 
 

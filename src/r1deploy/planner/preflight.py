@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Any
 
-from r1deploy import runtime
+from r1deploy import oses, runtime
 from r1deploy.planner import memory as mem
 from r1deploy.planner.findings import Finding
 from r1deploy.planner.gpus import OPEN_MODULES_MIN_CC, GpuError, is_volta, load_gpu, match_smi_name, parse_cc
@@ -22,14 +22,8 @@ from r1deploy.planner.plan import ANSIBLE_LABELS, PlanRequest, make_plan
 # ansible-core this project is tested with (pyproject.toml pins >=2.19,<2.20).
 MIN_ANSIBLE = (2, 19, 0)
 TESTED_ANSIBLE_BELOW = (2, 20, 0)
-# OS releases the roles are written for (architecture.md; NVIDIA's R580 packages exist for these).
-SUPPORTED_OS = {
-    "Debian": ["12"],
-    "Ubuntu": ["22.04", "24.04"],
-    "RedHat": ["9"],
-    "Rocky": ["9"],
-    "AlmaLinux": ["9"],
-}
+# OS releases the roles are written for: r1deploy.oses, the one list (preflight_supported_os overrides it).
+SUPPORTED_OS = oses.supported_versions()
 # The Pythons the serving venv can have: those r1deploy has locks for (r1deploy.runtime.LOCK_PYTHONS,
 # the one home of that rule); Ray needs the same minor on every node.
 _LOCKED = sorted(tuple(int(x) for x in v.split(".")) for vs in runtime.LOCK_PYTHONS.values() for v in vs)
