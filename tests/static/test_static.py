@@ -110,74 +110,34 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
     # name: (pattern, home files, today's copies (issue 13), each file relative to the repository)
     "Ray GCS port 6667": (
         r"\b6667\b",
-        _home("ray_head"),
+        _home("r1deploy"),
         {
-            # issue 13: ray_worker, preflight, vllm_server and status.yml re-type ray_head_port's default
-            "playbooks/status.yml",
-            "roles/preflight/README.md",
-            "roles/preflight/defaults/main.yml",
+            # Prose: the source template's command line (`ray start --head --port=6667`) and port tables.
+            "roles/ray_head/README.md",
+            "roles/ray_head/defaults/main.yml",
             "roles/ray_worker/README.md",
-            "roles/ray_worker/defaults/main.yml",
-            "roles/ray_worker/meta/argument_specs.yml",
-            "roles/vllm_server/vars/main.yml",
-            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
-            "playbooks/diagnose.yml",
-            "playbooks/restart.yml",
-            "playbooks/tasks/upgrade-switch-head.yml",
         },
     ),
     "vLLM API port 8000": (
         r"\b8000\b",
-        _home("vllm_server"),
+        _home("r1deploy"),
         {
-            # issue 13: the frontend roles, preflight and status.yml re-type vllm_server_port's default
-            "playbooks/status.yml",
-            "roles/nginx/README.md",
-            "roles/nginx/defaults/main.yml",
-            "roles/nginx/meta/argument_specs.yml",
-            "roles/open_webui/README.md",
-            "roles/open_webui/defaults/main.yml",
-            "roles/open_webui/meta/argument_specs.yml",
-            "roles/preflight/defaults/main.yml",
-            # issue 13: Prometheus scrapes vLLM on that port; it goes when a shared defaults role exists
-            "roles/prometheus/README.md",
-            "roles/prometheus/defaults/main.yml",
-            "roles/prometheus/meta/argument_specs.yml",
-            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
+            # Prose: the port tables of the roles' READMEs.
             "roles/firewall/README.md",
-            "roles/firewall/defaults/main.yml",
-            "roles/firewall/meta/argument_specs.yml",
             "roles/ray_head/README.md",
+            "roles/vllm_server/README.md",
         },
     ),
     "serving venv /opt/r1deploy/venv": (
         r"/opt/r1deploy/venv\b",
-        _home("vllm_runtime"),
+        _home("r1deploy"),
         {
-            # issue 13: the venv path fallback re-typed in seven roles and status.yml
-            "playbooks/status.yml",
-            "roles/model/README.md",
-            "roles/model/defaults/main.yml",
-            "roles/model/meta/argument_specs.yml",
-            "roles/nccl/README.md",
-            "roles/nccl/defaults/main.yml",
-            "roles/nccl/meta/argument_specs.yml",
-            "roles/preflight/README.md",
-            "roles/preflight/defaults/main.yml",
-            "roles/preflight/meta/argument_specs.yml",
-            "roles/ray_head/README.md",
-            "roles/ray_head/defaults/main.yml",
-            "roles/ray_head/meta/argument_specs.yml",
-            "roles/ray_worker/README.md",
-            "roles/ray_worker/defaults/main.yml",
-            "roles/ray_worker/meta/argument_specs.yml",
-            "roles/vllm_server/README.md",
-            "roles/vllm_server/defaults/main.yml",
-            "roles/vllm_server/meta/argument_specs.yml",
-            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
-            "playbooks/diagnose.yml",
-            "playbooks/files/r1deploy-diagnose-host.sh",
+            # Prose, and the upgrade's new venvs beside the running one (named on the controller, where
+            # the shared role is not loaded: /opt/r1deploy/venv-<lock hash>).
+            "roles/vllm_runtime/README.md",
             "playbooks/upgrade.yml",
+            # issue 13: the diagnose script's fallback when called without the venv argument
+            "playbooks/files/r1deploy-diagnose-host.sh",
         },
     ),
     "service home /var/lib/r1deploy": (
@@ -217,19 +177,6 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
             "roles/vllm_server/defaults/main.yml",
             # issue 13: copies written by this session's day-2, firewall and serving work in parallel
             "playbooks/reset.yml",
-        },
-    ),
-    "service user default 'r1deploy'": (
-        r"""default\(\s*['"]r1deploy['"]\s*\)""",
-        _home("vllm_runtime"),
-        {
-            # issue 13: every serving role falls back to the user name on its own
-            "playbooks/status.yml",
-            "roles/ray_head/defaults/main.yml",
-            "roles/ray_worker/defaults/main.yml",
-            "roles/vllm_server/defaults/main.yml",
-            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
-            "playbooks/diagnose.yml",
         },
     ),
 }

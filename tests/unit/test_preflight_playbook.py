@@ -191,6 +191,32 @@ def test_variable_mistakes(tmp_path: Path, extra: dict[str, Any], needles: list[
     refused(boilerplate(inventory(tmp_path, extra=extra)), *needles)
 
 
+@pytest.mark.parametrize(
+    ("copy", "shared"),
+    [
+        ("ray_head_port", "r1deploy_ray_port"),
+        ("vllm_server_venv", "r1deploy_venv"),
+        ("nginx_vllm_api_key", "r1deploy_vllm_api_key"),
+        ("open_webui_vllm_port", "r1deploy_vllm_port"),
+    ],
+)
+def test_a_roles_copy_of_a_shared_setting_is_refused(tmp_path: Path, copy: str, shared: str) -> None:
+    """Set in the inventory, a role's copy would reach that role only (a worker dialling another GCS port,
+    nginx sending another key): stage 1 names the shared setting to set instead, before any host."""
+    value = 7000 if copy.endswith("port") else "/opt/elsewhere" if copy.endswith("venv") else "k" * 40
+    refused(
+        boilerplate(inventory(tmp_path, extra={copy: value})),
+        f"{copy} is set in the inventory, but it is one role's copy of the shared {shared}",
+        f"set {shared} instead (group_vars/all; roles/r1deploy) and remove {copy}",
+    )
+
+
+def test_the_shared_settings_themselves_are_accepted(tmp_path: Path) -> None:
+    shared = {"r1deploy_ray_port": 7000, "r1deploy_venv": "/opt/other/venv", "r1deploy_service_user": "svc"}
+    proc = boilerplate(inventory(tmp_path, extra=shared))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
 def test_host_override_of_a_cluster_setting_is_refused(tmp_path: Path) -> None:
     inv = inventory(tmp_path, host_vars={"gpu02": {"r1deploy_gpus_per_node": 8}})
     refused(boilerplate(inv), "r1deploy_gpus_per_node differs between GPU nodes (gpu01=4, gpu02=8)")

@@ -18,6 +18,7 @@ from r1deploy.planner.findings import Finding
 from r1deploy.planner.gpus import OPEN_MODULES_MIN_CC, GpuError, is_volta, load_gpu, match_smi_name, parse_cc
 from r1deploy.planner.models import ModelError, load_model
 from r1deploy.planner.plan import ANSIBLE_LABELS, PlanRequest, make_plan
+from r1deploy.planner.variables import SHARED_COPIES
 
 # ansible-core this project is tested with (pyproject.toml pins >=2.19,<2.20).
 MIN_ANSIBLE = (2, 19, 0)
@@ -126,6 +127,32 @@ def check_variables(
     return out
 
 
+def shared_copy_findings(variables_of: dict[str, dict[str, Any]]) -> list[Finding]:
+    """A role's copy of a shared setting (ray_head_port, vllm_server_venv, ...) set in the inventory:
+    refused once per variable, naming the shared r1deploy_* setting every role reads."""
+    hosts_of: dict[str, list[str]] = {}
+    for host in sorted(variables_of):
+        for name in variables_of[host]:
+            if name in SHARED_COPIES:
+                hosts_of.setdefault(name, []).append(host)
+    out = []
+    for name, hosts in sorted(hosts_of.items()):
+        shared = SHARED_COPIES[name]
+        where = ", ".join(hosts) if len(hosts) <= 3 else f"{hosts[0]} and {len(hosts) - 1} other hosts"
+        out.append(
+            _f(
+                "error",
+                "var-shared-copy",
+                where,
+                f"{name} is set in the inventory, but it is one role's copy of the shared {shared}: "
+                "the other roles would not see it and the cluster would disagree",
+                name,
+                f"set {shared} instead (group_vars/all; roles/r1deploy) and remove {name}",
+            )
+        )
+    return out
+
+
 def _ip_ok(value: Any) -> bool:
     try:
         ipaddress.ip_address(str(value))
@@ -150,6 +177,7 @@ def check_inventory(inv: dict[str, Any]) -> dict[str, Any]:
     prefixes = list(inv.get("prefixes") or ["r1deploy_"])
     for h in sorted(hosts):
         findings += check_variables(h, hosts[h].get("__variables", hosts[h]), known, prefixes)
+    findings += shared_copy_findings({h: hosts[h].get("__variables", hosts[h]) for h in hosts})
     plan = None
     if gpu_nodes and head:
         findings += cluster_setting_findings(gpu_nodes, hosts)

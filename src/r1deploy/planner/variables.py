@@ -45,8 +45,6 @@ SHARED_SETTINGS_WITHOUT_A_ROLE: dict[str, str] = {
     "r1deploy_gpu_model": "str",  # preflight (null on CPU-only sites)
     "r1deploy_gpus_per_node": "int",  # preflight
     "r1deploy_ignore_preflight_errors": "bool",  # preflight
-    "r1deploy_service_user": "raw",  # base_os, vllm_runtime, vllm_server, ray_*
-    "r1deploy_credentials_dir": "raw",  # vllm_server, open_webui, nginx (generated secrets)
     "r1deploy_apt_mirror_url": "str",  # base_os
     "r1deploy_apt_security_mirror_url": "str",  # base_os
     "r1deploy_pip_index_url": "str",  # vllm_runtime, open_webui
@@ -56,6 +54,44 @@ SHARED_SETTINGS_WITHOUT_A_ROLE: dict[str, str] = {
     "r1deploy_nvidia_repo_key_url": "str",  # nvidia_driver, cuda_toolkit, nccl
     "r1deploy_model_path": "raw",  # model (model_controller_path); the lab sets it
     "r1deploy_model_name": "raw",  # model (model_name)
+}
+
+
+# The settings several roles share live in roles/r1deploy (r1deploy_*, written once); each
+# role's own copy defaults to the shared one. A copy set in the inventory would reach its own role only
+# (a worker dialling another GCS port, nginx sending another API key, the head on another venv), so
+# stage 1 refuses it and names the shared setting to set instead.
+SHARED_COPIES: dict[str, str] = {
+    **dict.fromkeys(
+        ("vllm_runtime_user", "ray_head_user", "ray_worker_user", "vllm_server_user"), "r1deploy_service_user"
+    ),
+    **dict.fromkeys(
+        (
+            "vllm_runtime_venv",
+            "ray_head_venv",
+            "ray_worker_venv",
+            "vllm_server_venv",
+            "model_venv",
+            "preflight_venv",
+        ),
+        "r1deploy_venv",
+    ),
+    **dict.fromkeys(("ray_head_port", "ray_worker_head_port"), "r1deploy_ray_port"),
+    **dict.fromkeys(
+        (
+            "vllm_server_port",
+            "nginx_vllm_port",
+            "open_webui_vllm_port",
+            "prometheus_vllm_port",
+            "firewall_vllm_api_port",
+        ),
+        "r1deploy_vllm_port",
+    ),
+    **dict.fromkeys(
+        ("vllm_server_api_key", "nginx_vllm_api_key", "open_webui_openai_api_key", "prometheus_vllm_api_key"),
+        "r1deploy_vllm_api_key",
+    ),
+    **dict.fromkeys(("ray_head_auth_token", "ray_worker_auth_token"), "r1deploy_ray_auth_token"),
 }
 
 
