@@ -25,7 +25,10 @@ from pathlib import Path
 import pytest
 
 from r1deploy.lab import Lab, LabInfo
-from tests.lab.deployed import deployed_lab  # noqa: F401  the whole stack, deployed once per session
+from tests.lab.deployed import (
+    LAB_SHARED_SETTINGS,
+    deployed_lab,  # noqa: F401  the whole stack, deployed once per session
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -76,6 +79,11 @@ def lab() -> Iterator[LabInfo]:
             )
         info = handle.status()
         assert info is not None and info.hosts, f"lab {name} is not up after `r1deploy lab up`"
+        # Non-default shared settings for every test of this lab (tests/lab/deployed.py says why).
+        (Path(info.inventory_dir) / "group_vars" / "all" / "shared_settings.yml").write_text(
+            "---\n# Written by tests/lab/conftest.py: shared settings (roles/r1deploy), not their defaults.\n"
+            + "".join(f"{k}: {v}\n" for k, v in LAB_SHARED_SETTINGS.items())
+        )
         yield info
     finally:
         if keep or (reuse and existed):

@@ -21,6 +21,19 @@ from tests.lab.helpers import REPO, PlaybookRun, inventory_groups, run_cli_deplo
 
 ARTIFACTS = REPO / "test-artifacts"
 
+# The tests' lab runs with non-default values of the shared settings (roles/r1deploy), written into
+# its inventory by the `lab` fixture (tests/lab/conftest.py): a role or playbook that types its own
+# literal (/opt/r1deploy/venv, 6667, the r1deploy user) instead of reading the shared setting breaks
+# here. `make demo`'s lab keeps the defaults a site gets.
+LAB_SERVICE_USER = "r1serve"
+LAB_VENV = "/opt/r1serve/venv"
+LAB_RAY_PORT = 6380
+LAB_SHARED_SETTINGS = {
+    "r1deploy_service_user": LAB_SERVICE_USER,
+    "r1deploy_venv": LAB_VENV,
+    "r1deploy_ray_port": LAB_RAY_PORT,
+}
+
 
 @dataclass
 class DeployedLab:

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.lab.deployed import LAB_VENV
+
 pytestmark = [pytest.mark.lab, pytest.mark.deployed]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -346,7 +348,7 @@ def test_bench_agrees_with_vllm_bench_serve(deployed_lab: Any, lab_ansible: Any,
         assert copy.returncode == 0, copy.stdout + copy.stderr
     command = (
         "cd /tmp/r1deploy-bench && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 "
-        f"DO_NOT_TRACK=1 /opt/r1deploy/venv/bin/python ab.py http://{head_ip}:8000 r1-tiny "
+        f"DO_NOT_TRACK=1 {LAB_VENV}/bin/python ab.py http://{head_ip}:8000 r1-tiny "
         f"/srv/models/r1-tiny {BENCH['concurrency']} {BENCH['requests']} {BENCH['prompt_tokens']} "
         f"{BENCH['max_tokens']} {ROUNDS}"
     )

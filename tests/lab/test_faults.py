@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.lab.deployed import LAB_RAY_PORT, LAB_SERVICE_USER, LAB_VENV
 from tests.lab.helpers import on_host
 
 pytestmark = [pytest.mark.lab, pytest.mark.deployed]
@@ -93,8 +94,8 @@ class Cluster:
         """Alive node IDs per address, as the head's GCS sees them (with the token, as the service user)."""
         proc = _exec(
             self.head,
-            "sudo -u r1deploy /opt/r1deploy/venv/bin/python /opt/r1deploy/bin/r1deploy-ray-wait"
-            f" --address {self.head_ip}:6667 --timeout 5 2>/dev/null | tail -1",
+            f"sudo -u {LAB_SERVICE_USER} {LAB_VENV}/bin/python /opt/r1deploy/bin/r1deploy-ray-wait"
+            f" --address {self.head_ip}:{LAB_RAY_PORT} --timeout 5 2>/dev/null | tail -1",
             timeout=90,
         )
         if proc.returncode != 0 or not proc.stdout.strip():
@@ -216,7 +217,7 @@ def test_restarted_worker_host_rejoins(cluster: Cluster, webui: WebUI) -> None:
 @pytest.mark.destructive(order=22)
 def test_killed_vllm_server_comes_back(cluster: Cluster, webui: WebUI) -> None:
     _worker_ids(cluster)
-    pattern = "^/opt/r1deploy/venv/bin/python -m vllm.entrypoints.openai.api_server"
+    pattern = f"^{LAB_VENV}/bin/python -m vllm.entrypoints.openai.api_server"
     server = cluster.pid(cluster.head, pattern)
     assert server, "no vLLM server runs on the head"
     fault_at = time.monotonic()

@@ -119,8 +119,8 @@ def test_real_host_problems_are_refused_by_host_variable_and_fix(
     assert started.returncode == 0, started.stdout + started.stderr
     try:
         extra = {
-            "ray_head_port": 16667,
-            "preflight_venv": "/opt/r1deploy-preflight-test/venv",
+            "r1deploy_ray_port": 16667,
+            "r1deploy_venv": "/opt/r1deploy-preflight-test/venv",
             "nccl_socket_ifname": "ib0",
             "preflight_min_shm_mib_cpu": 1 << 20,
             "preflight_venv_gib_cpu": 1 << 20,
@@ -134,7 +134,7 @@ def test_real_host_problems_are_refused_by_host_variable_and_fix(
     assert "Preflight (hosts) found" in out
     expected = [
         f"{worker}: r1deploy_node_ip 192.0.2.77 is not configured on the host",
-        f"{head}: TCP port 16667 (Ray GCS) is held by python3 [ray_head_port]",
+        f"{head}: TCP port 16667 (Ray GCS) is held by python3 [r1deploy_ray_port]",
         "nccl_socket_ifname='ib0' matches no interface",
         "/dev/shm is",
         "is not a supported OS (Ubuntu 24.04)",
@@ -163,7 +163,7 @@ def test_escape_hatch_relaxes_only_strict_findings(first_run, lab_inventory: Pat
         **strict_only,
         "r1deploy_ignore_preflight_errors": True,
         "preflight_venv_gib_cpu": 1 << 20,
-        "preflight_venv": "/opt/r1deploy-preflight-test/venv",
+        "r1deploy_venv": "/opt/r1deploy-preflight-test/venv",
     }
     still = run_playbook(lab_inventory, "playbooks/preflight.yml", "-e", json.dumps(hard))
     assert still.rc != 0 and "the model and venv need" in still.output

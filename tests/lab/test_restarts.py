@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.deployed import LAB_VENV
 from tests.lab.helpers import PlaybookRun, on_host, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.deployed]
@@ -64,7 +65,7 @@ def _process(lab, host: str, pattern: str) -> tuple[dict[str, str], list[str]]:
 def _vllm(lab) -> tuple[dict[str, str], list[str]]:
     head = next(iter(lab.groups["ray_head"]))
     # The server itself, not its supervisor (whose command line carries the server's after `--`).
-    return _process(lab, head, "^/opt/r1deploy/venv/bin/python -m vllm.entrypoints.openai.api_server")
+    return _process(lab, head, f"^{LAB_VENV}/bin/python -m vllm.entrypoints.openai.api_server")
 
 
 def _serving_run(lab, settings: dict | None) -> PlaybookRun:

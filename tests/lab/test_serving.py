@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from tests.lab.deployed import LAB_RAY_PORT, LAB_SERVICE_USER, LAB_VENV
 from tests.lab.helpers import on_host, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.deployed]
@@ -26,8 +27,8 @@ def test_ray_cluster_has_every_gpu_node(deployed_lab) -> None:
     out = on_host(
         deployed_lab.inventory,
         head,
-        f"sudo -u r1deploy /opt/r1deploy/venv/bin/python /opt/r1deploy/bin/r1deploy-ray-wait "
-        f"--address {head_ip}:6667 --timeout 30",
+        f"sudo -u {LAB_SERVICE_USER} {LAB_VENV}/bin/python /opt/r1deploy/bin/r1deploy-ray-wait "
+        f"--address {head_ip}:{LAB_RAY_PORT} --timeout 30",
     )
     cluster = json.loads(out.strip().splitlines()[-1])
     assert sorted(cluster["nodes"]) == sorted(deployed_lab.groups["gpu_nodes"].values())
@@ -90,7 +91,7 @@ def _ray_status(inventory, host: str, address: str, prefix: str) -> tuple[int, s
     out = on_host(
         inventory,
         host,
-        f"{prefix} timeout 60 /opt/r1deploy/venv/bin/ray status --address {address}"
+        f"{prefix} timeout 60 {LAB_VENV}/bin/ray status --address {address}"
         " > /tmp/ray-status.out 2>&1; echo rc=$?; tail -c 1500 /tmp/ray-status.out; rm /tmp/ray-status.out",
     )
     first, _, rest = out.partition("\n")
@@ -101,7 +102,7 @@ def test_ray_refuses_clients_without_the_token(deployed_lab) -> None:
     """On a member host: no token or a wrong one is refused; the service user's token works."""
     worker = next(iter(deployed_lab.groups["ray_workers"]))
     head_ip = next(iter(deployed_lab.groups["ray_head"].values()))
-    address = f"{head_ip}:6667"
+    address = f"{head_ip}:{LAB_RAY_PORT}"
     # root has no token file; RAY_AUTH_MODE unset is what a stranger's client sends.
     no_token, no_token_out = _ray_status(
         deployed_lab.inventory, worker, address, "env -u RAY_AUTH_MODE HOME=/root"
@@ -117,7 +118,8 @@ def test_ray_refuses_clients_without_the_token(deployed_lab) -> None:
         deployed_lab.inventory,
         worker,
         address,
-        "sudo -u r1deploy env RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/etc/r1deploy/ray-auth-token",
+        f"sudo -u {LAB_SERVICE_USER} env RAY_AUTH_MODE=token"
+        " RAY_AUTH_TOKEN_PATH=/etc/r1deploy/ray-auth-token",
     )
     print(f"no token: rc {no_token}: {no_token_out[-300:]}\nwrong token: rc {wrong}: {wrong_out[-300:]}")
     assert good == 0, good_out
@@ -144,7 +146,7 @@ def test_ray_token_is_private_to_the_service_user(deployed_lab) -> None:
 # ephemeral ports on the node address and cannot be pinned.
 NODE_EXPORTER = 9100  # roles/node_exporter, on every host (the cluster address only)
 RAY_PORTS = {6700, 6701, 6702, 6703, 6704, 6705, NODE_EXPORTER}
-HEAD_PORTS = RAY_PORTS | {6667, 8000, 44217, 44227}
+HEAD_PORTS = RAY_PORTS | {LAB_RAY_PORT, 8000, 44217, 44227}
 EPHEMERAL = range(32768, 61000)
 
 
@@ -197,7 +199,7 @@ def test_units_run_unprivileged_and_hardened(deployed_lab, group: str, unit: str
         ).splitlines()
     )
     assert props["ActiveState"] == "active"
-    assert props["User"] == "r1deploy"
+    assert props["User"] == LAB_SERVICE_USER
     assert props["NoNewPrivileges"] == props["RestrictSUIDSGID"] == props["PrivateTmp"] == "yes"
     assert (props["ProtectSystem"], props["ProtectHome"]) == ("strict", "yes")
     assert (
@@ -214,7 +216,7 @@ def test_units_run_unprivileged_and_hardened(deployed_lab, group: str, unit: str
         host,
         f"ps -eo unit=,user= | awk '$1 == \"{unit}\" {{print $2}}' | sort -u",
     )
-    assert uids.split() == ["r1deploy"], uids
+    assert uids.split() == [LAB_SERVICE_USER], uids
     exposure = on_host(deployed_lab.inventory, host, f"systemd-analyze security {unit} 2>&1 | tail -1")
     print(f"{host} {unit}: {exposure.strip()}")
 
