@@ -162,9 +162,9 @@ def write_layout(
         "r1deploy_ray_port": head_port,
         # The carried Ray has no dashboard dependencies (aiohttp_cors, opencensus, ...).
         "ray_head_include_dashboard": False,
-        # vllm_server_model_dir is model_root/model_name (the model role's layout).
-        "model_name": model["name"],
-        "model_root": model["root"],
+        # The model folder on the node: r1deploy_model_root/r1deploy_model_name (roles/r1deploy).
+        "r1deploy_model_name": model["name"],
+        "r1deploy_model_root": model["root"],
         "r1deploy_model": model["planner_config"],
         "vllm_server_tensor_parallel_size": spec["tp"],
         "vllm_server_pipeline_parallel_size": spec["pp"],

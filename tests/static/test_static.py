@@ -167,15 +167,11 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
     ),
     "model root /srv/models": (
         r"/srv/models\b",
-        _home("model"),
+        _home("r1deploy"),
         {
-            # issue 13: preflight, vllm_server and teardown re-type model_root's default
-            "roles/preflight/README.md",
-            "roles/preflight/defaults/main.yml",
-            "roles/preflight/meta/argument_specs.yml",
-            "roles/vllm_server/README.md",
-            "roles/vllm_server/defaults/main.yml",
-            # issue 13: copies written by this session's day-2, firewall and serving work in parallel
+            # Prose: what the model role puts where.
+            "roles/model/README.md",
+            # reset's guard: never remove the models' parent folder itself, whatever the variables say.
             "playbooks/reset.yml",
         },
     ),

@@ -41,7 +41,6 @@ INVENTORY_BUILTINS: dict[str, str] = {
 # Issue 13: they belong in the argument_specs of the shared defaults role; each leaves this list when a
 # role's meta/argument_specs.yml declares it (tests/unit/test_known_variables.py checks the overlap).
 SHARED_SETTINGS_WITHOUT_A_ROLE: dict[str, str] = {
-    "r1deploy_model": "str",  # preflight, vllm_server (the planner's model)
     "r1deploy_gpu_model": "str",  # preflight (null on CPU-only sites)
     "r1deploy_gpus_per_node": "int",  # preflight
     "r1deploy_ignore_preflight_errors": "bool",  # preflight
@@ -53,7 +52,6 @@ SHARED_SETTINGS_WITHOUT_A_ROLE: dict[str, str] = {
     "r1deploy_nvidia_repo_url": "str",  # nvidia_driver, cuda_toolkit, nccl
     "r1deploy_nvidia_repo_key_url": "str",  # nvidia_driver, cuda_toolkit, nccl
     "r1deploy_model_path": "raw",  # model (model_controller_path); the lab sets it
-    "r1deploy_model_name": "raw",  # model (model_name)
 }
 
 
@@ -92,6 +90,10 @@ SHARED_COPIES: dict[str, str] = {
         "r1deploy_vllm_api_key",
     ),
     **dict.fromkeys(("ray_head_auth_token", "ray_worker_auth_token"), "r1deploy_ray_auth_token"),
+    "vllm_server_planner_model": "r1deploy_model",
+    "model_name": "r1deploy_model_name",
+    **dict.fromkeys(("model_root", "preflight_model_root"), "r1deploy_model_root"),
+    **dict.fromkeys(("model_dir", "preflight_model_dir", "vllm_server_model_dir"), "r1deploy_model_dir"),
 }
 
 
