@@ -61,6 +61,8 @@ class Pointers:
     next_commands: list[str]
     lab: str | None = None
     tunnel: str | None = None  # lab only: how to reach the chat page from another machine
+    metrics_url: str | None = None  # Prometheus through nginx (user prometheus)
+    metrics_password_file: Path | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Pointers:
@@ -73,6 +75,10 @@ class Pointers:
             next_commands=list(data.get("next") or []),
             lab=data.get("lab"),
             tunnel=data.get("tunnel"),
+            metrics_url=data.get("metrics_url"),
+            metrics_password_file=Path(str(data["metrics_password_file"]))
+            if data.get("metrics_password_file")
+            else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,6 +91,8 @@ class Pointers:
             "next": self.next_commands,
             "lab": self.lab,
             "tunnel": self.tunnel,
+            "metrics_url": self.metrics_url,
+            "metrics_password_file": str(self.metrics_password_file) if self.metrics_password_file else None,
         }
 
 
@@ -122,6 +130,10 @@ def build(inventory: Path, ep: Endpoints) -> Pointers:
         next_commands=commands,
         lab=lab,
         tunnel=tunnel_line(ep.public_url) if lab is not None and ep.public_url else None,
+        metrics_url=ep.prometheus_url,
+        metrics_password_file=ep.credentials_dir / Stack.PROMETHEUS_PASSWORD_FILE
+        if ep.prometheus_url
+        else None,
     )
 
 
@@ -144,6 +156,13 @@ def render(p: Pointers) -> str:
         )
     rows.append(("API base URL", "  or  ".join(p.api_base_urls)))
     rows.append(("API key", f"in {_display(p.api_key_file)} (send it as: Authorization: Bearer <key>)"))
+    if p.metrics_url and p.metrics_password_file:
+        where = (
+            f"cat {_display(p.metrics_password_file)}"
+            if p.lab is not None
+            else f"in {_display(p.metrics_password_file)}"
+        )
+        rows.append(("metrics", f"{p.metrics_url}   (user prometheus, password {where})"))
     width = max(len(k) for k, _ in rows)
     lines = ["", "-- your stack " + "-" * 60]
     lines += [f"{k.ljust(width)}  {v}" for k, v in rows]

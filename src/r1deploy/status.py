@@ -36,6 +36,7 @@ class Stack:
     }
     API_KEY_FILE = "vllm_api_key"  # under the credentials dir (default <inventory_dir>/credentials)
     WEBUI_ADMIN_PASSWORD_FILE = "open_webui_admin_password"
+    PROMETHEUS_PASSWORD_FILE = "prometheus_web_password"  # the nginx /prometheus/ route's (user prometheus)
     STATUS_PLAYBOOK = "status.yml"
     FACT_ENDPOINTS = "r1deploy_status_endpoints"
     FACT_HOST = "r1deploy_status_host"
@@ -56,6 +57,7 @@ class Endpoints:
     nginx_vllm_route: bool = False
     webui_admin_email: str = ""
     tls_cert_pem: str = ""
+    prometheus_url: str | None = None  # https://<monitoring frontend>/prometheus/ (basic authentication)
 
     @property
     def api_key_file(self) -> Path:
@@ -70,6 +72,7 @@ class Endpoints:
             "frontends": self.frontends,
             "credentials_dir": str(self.credentials_dir),
             "nginx_vllm_route": self.nginx_vllm_route,
+            "prometheus_url": self.prometheus_url,
             "tls_cert_fetched": bool(self.tls_cert_pem),
         }
 
@@ -136,6 +139,14 @@ def endpoints_from(inventory: Path, result: RunResult, events: list[dict[str, An
     public = next((str(found[h].get("public_url", "")).strip() for h in frontends), None)
     certs = _facts(result, events, Stack.FACT_CERT)
     frontend_ep = found[frontends[0]] if frontends else {}
+    prometheus = next(
+        (
+            str(found[h].get("public_url", "")).strip().rstrip("/") + "/prometheus/"
+            for h in frontends
+            if _truthy(found[h].get("prometheus_route")) and str(found[h].get("public_url", "")).strip()
+        ),
+        None,
+    )
     return Endpoints(
         head=head,
         vllm_url=f"http://{ep['vllm_host']}:{int(ep['vllm_port'])}/v1",
@@ -146,6 +157,7 @@ def endpoints_from(inventory: Path, result: RunResult, events: list[dict[str, An
         nginx_vllm_route=_truthy(frontend_ep.get("nginx_vllm_route")),
         webui_admin_email=str(frontend_ep.get("webui_admin_email", "")),
         tls_cert_pem=next((str(certs[h]) for h in frontends if certs.get(h)), ""),
+        prometheus_url=prometheus,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.lab.helpers import REPO
+from tests.lab.helpers import REPO, on_host
 
 pytestmark = [pytest.mark.lab, pytest.mark.deployed]
 
@@ -247,6 +248,39 @@ def test_vllm_down_alert_fires_reaches_alertmanager_and_clears(deployed_lab, pro
     deployed_lab.record("monitoring_vllm_down_alert_fired_seconds", round(fired, 1))
     deployed_lab.record("monitoring_vllm_down_alert_cleared_seconds", round(time.monotonic() - restarted, 1))
     chat(deployed_lab)  # serving again
+
+
+def test_prometheus_ui_through_nginx_asks_for_its_password(lab, deployed_lab, tmp_path: Path) -> None:
+    """https://<frontend>/prometheus/: 401 without or with a wrong password, Prometheus with the
+    generated one; the host keeps only a salted hash of it."""
+    host = next(iter(deployed_lab.groups["frontend"]))
+    public_ip = next(h for h in lab.hosts if h.name == host).public_ip
+    cafile = tmp_path / "frontend.pem"
+    cafile.write_text(on_host(deployed_lab.inventory, host, "cat /etc/nginx/r1deploy/tls/selfsigned.crt"))
+    password = (deployed_lab.inventory / "credentials" / "prometheus_web_password").read_text().strip()
+    up = {"query": "up"}
+    with httpx.Client(
+        base_url=f"https://{public_ip}", verify=ssl.create_default_context(cafile=str(cafile)), timeout=30
+    ) as web:
+        assert web.get("/prometheus/api/v1/query", params=up).status_code == 401
+        assert web.get("/prometheus/api/v1/query", params=up, auth=("prometheus", "wrong")).status_code == 401
+        assert web.get("/prometheus/api/v1/query", params=up, auth=("admin", password)).status_code == 401
+        answer = web.get("/prometheus/api/v1/query", params=up, auth=("prometheus", password))
+        assert answer.status_code == 200, answer.text[:300]
+        assert answer.json()["status"] == "success" and answer.json()["data"]["result"]
+        page = web.get("/prometheus/graph", auth=("prometheus", password))
+        assert page.status_code == 200 and "Prometheus" in page.text, page.text[:300]
+        # Its links carry the prefix nginx serves it under (--web.external-url).
+        redirect = web.get("/prometheus/", auth=("prometheus", password))
+        assert redirect.status_code == 302 and redirect.headers["location"].startswith("/prometheus/"), (
+            redirect.status_code,
+            redirect.headers,
+        )
+    htpasswd = "/etc/nginx/r1deploy/prometheus.htpasswd"
+    mode = on_host(deployed_lab.inventory, host, f"stat -c '%a %U %G' {htpasswd}")
+    assert mode.strip() == "640 root www-data"
+    line = on_host(deployed_lab.inventory, host, f"cat {htpasswd}")
+    assert line.startswith("prometheus:{SSHA}") and password not in line
 
 
 @pytest.mark.destructive(order=25)

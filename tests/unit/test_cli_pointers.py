@@ -25,6 +25,7 @@ def endpoints(credentials: Path) -> Endpoints:
         frontends=["web01"],
         nginx_vllm_route=True,
         webui_admin_email="admin@example.com",
+        prometheus_url="https://10.0.0.20/prometheus/",
     )
 
 
@@ -55,6 +56,10 @@ def test_a_real_site_gets_pointers_and_no_secret(tmp_path: Path) -> None:
     assert "in mysite/credentials/open_webui_admin_password" in text
     assert "http://10.0.0.11:8000/v1  or  https://10.0.0.20/v1" in text
     assert "in mysite/credentials/vllm_api_key" in text
+    assert (
+        "metrics         https://10.0.0.20/prometheus/   "
+        "(user prometheus, password in mysite/credentials/prometheus_web_password)" in text
+    )
     assert found.next_commands == ["r1deploy smoke -i mysite", "r1deploy bench -i mysite"]
 
 
@@ -75,6 +80,7 @@ def test_a_lab_shows_how_to_read_its_password_a_tunnel_and_how_to_take_it_down(
     assert "s3cret-api-key-value" not in text  # the API key: only where it is
     assert found.tunnel is not None and found.tunnel.startswith("ssh -N -L 8443:10.0.0.20:443 ")
     assert found.next_commands[-1] == down
+    assert f"(user prometheus, password cat {lab}/credentials/prometheus_web_password)" in text
     assert text.splitlines()[-1] == "-" * 74  # the block closes the output
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import jinja2
+import pytest
 import yaml
 
 from r1deploy.gpufacts import QUERY_FIELDS, QUERY_FIELDS_OLD
@@ -224,3 +226,25 @@ def test_status_asks_the_prometheus_that_monitoring_yml_installs() -> None:
     status = yaml.safe_load(STATUS_YML.read_text())
     asks = next(p["hosts"] for p in status if "Prometheus" in p["name"])
     assert asks == installs
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        {"frontend": ["web1", "web2"], "gpu_nodes": ["gpu1"]},
+        {"frontend": ["web1"], "monitoring": ["mon1"], "gpu_nodes": ["gpu1"]},
+        {"frontend": ["web1"], "monitoring": [], "gpu_nodes": ["gpu1"]},
+    ],
+    ids=["frontend", "monitoring-group", "empty-monitoring-group"],
+)
+def test_the_shared_monitoring_host_is_the_one_monitoring_yml_installs(groups: dict[str, list[str]]) -> None:
+    """roles/r1deploy's r1deploy_monitoring_host (where nginx serves /prometheus/) names the host the
+    Prometheus play's pattern selects."""
+    env = jinja2.Environment()
+    monitoring = yaml.safe_load((REPO / "playbooks" / "monitoring.yml").read_text())
+    pattern = env.from_string(next(p["hosts"] for p in monitoring if "prometheus" in str(p.get("roles"))))
+    selected = pattern.render(groups=groups).strip()
+    group, _, index = selected.partition("[")
+    host = groups[group][int(index.rstrip("]"))] if index else groups[group][0]
+    shared = yaml.safe_load((REPO / "roles" / "r1deploy" / "defaults" / "main.yml").read_text())
+    assert env.from_string(shared["r1deploy_monitoring_host"]).render(groups=groups).strip() == host

@@ -91,6 +91,7 @@ SHARED_COPIES: dict[str, str] = {
     ),
     **dict.fromkeys(("ray_head_auth_token", "ray_worker_auth_token"), "r1deploy_ray_auth_token"),
     "vllm_server_planner_model": "r1deploy_model",
+    "prometheus_port": "r1deploy_prometheus_port",
     "model_name": "r1deploy_model_name",
     **dict.fromkeys(("model_root", "preflight_model_root"), "r1deploy_model_root"),
     **dict.fromkeys(("model_dir", "preflight_model_dir", "vllm_server_model_dir"), "r1deploy_model_dir"),
