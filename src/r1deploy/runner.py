@@ -229,20 +229,24 @@ def _children_running(name: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (CI timeouts, systemd) stops a run like Ctrl-C does."""
+def _interrupts_counted(interrupts: list[float]) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM (CI timeouts, systemd) append their time to ``interrupts`` instead of
+    raising: a KeyboardInterrupt raised between two statements of the event loop (its `while` test,
+    `thread.join()`) would leave runner's thread and ansible-playbook running, the process unable to
+    exit until the play ends (seen in CI: a Ctrl-C during a minute-long task went unanswered)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        interrupts.append(time.monotonic())
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 def _now_iso() -> str:
@@ -412,15 +416,17 @@ def _execute(
             previous_task_count(meta["plan_key"]) if request.record else None,
         )
         deadline: float | None = None
-        with _sigterm_as_interrupt():
+        interrupts: list[float] = []
+        handled = 0
+        with _interrupts_counted(interrupts):
             while thread.is_alive() or not events.empty():
-                try:
-                    with contextlib.suppress(queue.Empty):
-                        process(events.get(timeout=0.1))
-                    if deadline is not None and time.monotonic() > deadline and not cancel.is_set():
-                        view.note("ansible-playbook did not stop in time: killing it")
-                        cancel.set()
-                except KeyboardInterrupt:
+                with contextlib.suppress(queue.Empty):
+                    process(events.get(timeout=0.1))
+                if deadline is not None and time.monotonic() > deadline and not cancel.is_set():
+                    view.note("ansible-playbook did not stop in time: killing it")
+                    cancel.set()
+                if len(interrupts) > handled:
+                    handled = len(interrupts)
                     if not interrupted:
                         interrupted = True
                         deadline = time.monotonic() + INTERRUPT_GRACE_S
@@ -428,7 +434,7 @@ def _execute(
                         for pid in _children_running("ansible-playbook"):
                             with contextlib.suppress(OSError):
                                 os.kill(pid, signal.SIGINT)
-                    else:
+                    elif not cancel.is_set():
                         view.note("killing ansible-playbook")
                         cancel.set()
             thread.join()
