@@ -6,6 +6,7 @@ All run through the CLI (`r1deploy ...`) or ansible-playbook over SSH, as an ope
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.deployed import LAB_SERVICE_USER, LAB_VENV
 from tests.lab.helpers import REPO, ansible_env, on_host, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.deployed]
@@ -262,6 +264,62 @@ def test_restart_keeps_open_webui_data_and_ends_serving(deployed_lab, webui: Web
         assert on_host(deployed_lab.inventory, host, "systemctl is-active ray-worker").strip() == "active"
 
 
+# --- upgrade: a new lock built beside, switched to, and back (before reset) -------------------------
+
+
+def _unit_venvs(inventory: Path, host: str, units: str) -> set[str]:
+    """The interpreters the units' ExecStart run (path=...): which venv each unit serves from."""
+    out = on_host(inventory, host, f"systemctl show -p ExecStart {units} | grep -o 'path=[^ ;]*' || true")
+    found = {line.removeprefix("path=") for line in out.split()}
+    assert found, f"{host}: no ExecStart path in {units}"
+    return found
+
+
+@pytest.mark.skipif(
+    os.environ.get("R1DEPLOY_UPGRADE_TEST") != "1",
+    reason="an upgrade and the switch back (~8 min) exceed CI's time budget; R1DEPLOY_UPGRADE_TEST=1 runs it",
+)
+@pytest.mark.destructive(order=90)
+def test_upgrade_builds_beside_switches_serves_and_deploy_switches_back(deployed_lab, tmp_path: Path) -> None:
+    """`r1deploy upgrade --lock` with a lock of new content: every node gets <venv>-<hash> beside the running
+    venv, Ray and vLLM switch to it in order and serve; the old venv is kept. A deploy without the
+    inventory lines the upgrade prints switches back (what docs/runbooks/upgrade.md warns about)."""
+    inventory = deployed_lab.inventory
+    head = next(iter(deployed_lab.groups["ray_head"]))
+    lock = tmp_path / "cpu-py311-next.txt"
+    lock.write_text(
+        (REPO / "roles/vllm_runtime/files/locks/cpu-py311.txt").read_text()
+        + "# r1deploy's upgrade test: the same pins under a new name\n"
+    )
+    # The play hashes the file as Ansible's file lookup reads it (trailing whitespace stripped).
+    new_venv = f"{LAB_VENV}-{hashlib.sha256(lock.read_text().rstrip().encode()).hexdigest()[:12]}"
+
+    started = time.monotonic()
+    proc = r1deploy("upgrade", "-i", str(inventory), "--lock", str(lock), "--json")
+    deployed_lab.record("day2_upgrade_seconds", round(time.monotonic() - started, 1))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    facts = json.loads(proc.stdout)["facts"]
+    assert facts["r1deploy_upgrade_new_venv"].strip() == new_venv
+    deployed_lab.record(
+        "day2_upgrade_api_downtime_seconds", float(facts["r1deploy_upgrade_downtime_seconds"])
+    )
+    assert facts.get("r1deploy_upgrade_rolled_back") in (None, False, "False", "false")
+    assert all(v.startswith(new_venv + "/") for v in _unit_venvs(inventory, head, "ray-head"))
+    on_host(inventory, head, f"pgrep -f '^{new_venv}/bin/python -m vllm.entrypoints.openai.api_server'")
+    for worker in deployed_lab.groups["ray_workers"]:
+        assert all(v.startswith(new_venv + "/") for v in _unit_venvs(inventory, worker, "ray-worker"))
+        on_host(inventory, worker, f"test -x {LAB_VENV}/bin/python")  # the previous venv is kept
+    assert chat(deployed_lab.vllm_url, deployed_lab.api_key) == REPLY
+
+    # Without the two inventory lines, the serving playbook renders the inventory's venv again.
+    back = run_playbook(inventory, "playbooks/serving.yml")
+    deployed_lab.record("day2_switch_back_by_serving_yml_seconds", back.seconds)
+    assert back.rc == 0, back.output[-6000:]
+    assert all(v.startswith(LAB_VENV + "/") for v in _unit_venvs(inventory, head, "ray-head"))
+    on_host(inventory, head, f"pgrep -f '^{LAB_VENV}/bin/python -m vllm.entrypoints.openai.api_server'")
+    assert chat(deployed_lab.vllm_url, deployed_lab.api_key) == REPLY
+
+
 # --- reset, then a re-deploy (the LAST test of the suite: it must end serving) ----------------------
 
 
@@ -271,6 +329,7 @@ def leftovers(inventory: Path, host: str) -> str:
         host,
         "{ for f in /etc/systemd/system/*.service /etc/systemd/system/*.timer; do [ -f $f ] && awk"
         " 'NR <= 5 && /Ansible managed/ {m = 1} END {exit !m}' $f && grep -q r1deploy $f && echo $f; done;"
+        f" ls -d {LAB_VENV} {LAB_VENV}-* 2>/dev/null; getent passwd {LAB_SERVICE_USER};"
         " for p in /etc/r1deploy /opt/r1deploy /var/lib/r1deploy /usr/local/lib/r1deploy /opt/open-webui"
         " /etc/open-webui /etc/nginx /tmp/ray /etc/ansible/facts.d/r1deploy_gpus.fact"
         " /etc/ansible/facts.d/r1deploy_runtime.fact /usr/sbin/nginx; do [ -e $p ] && echo $p; done;"

@@ -132,10 +132,8 @@ SHARED_VALUES: dict[str, tuple[str, set[str], set[str]]] = {
         r"/opt/r1deploy/venv\b",
         _home("r1deploy"),
         {
-            # Prose, and the upgrade's new venvs beside the running one (named on the controller, where
-            # the shared role is not loaded: /opt/r1deploy/venv-<lock hash>).
+            # Prose.
             "roles/vllm_runtime/README.md",
-            "playbooks/upgrade.yml",
             # issue 13: the diagnose script's fallback when called without the venv argument
             "playbooks/files/r1deploy-diagnose-host.sh",
         },

@@ -13,7 +13,7 @@ FACTS = (
     "r1deploy_upgrade_downtime_seconds",
     "r1deploy_upgrade_rolled_back",
     "r1deploy_upgrade_rollback_seconds",
-    "r1deploy_upgrade_venv",
+    "r1deploy_upgrade_new_venv",
 )
 
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "upgrade",
         help="move vLLM/torch/Ray to a new lock: build beside, verify, switch, roll back if not ready",
-        description="Run playbooks/upgrade.yml: build /opt/r1deploy/venv-<lock hash> on every GPU node with "
+        description="Run playbooks/upgrade.yml: build <r1deploy_venv>-<lock hash> on every GPU node with "
         "the vllm_runtime role (runtime report, kernel check, same versions everywhere), switch Ray and vLLM "
         "to it in Ray's order and wait for a real chat completion; if that fails, switch back to the "
         "previous venv automatically (exit 1, serving from the previous venv).",
