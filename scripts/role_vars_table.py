@@ -14,7 +14,7 @@ def table(role: Path) -> str:
     specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
     rows = ["| Variable | Default | Description |", "|---|---|---|"]
-    for name, option in specs["argument_specs"]["main"].get("options", {}).items():
+    for name, option in next(iter(specs["argument_specs"].values())).get("options", {}).items():
         value = defaults.get(name, option.get("default", ""))
         shown = " ".join(str(value).split()) if value != "" else '""'
         if len(shown) > 60:
