@@ -132,7 +132,7 @@ def test_ray_refuses_clients_without_the_token(deployed_lab) -> None:
 def test_ray_token_is_private_to_the_service_user(deployed_lab) -> None:
     for host in deployed_lab.groups["gpu_nodes"]:
         mode = on_host(deployed_lab.inventory, host, "stat -c '%a %U' /etc/r1deploy/ray-auth-token")
-        assert mode.strip() == "600 r1deploy", host
+        assert mode.strip() == f"600 {LAB_SERVICE_USER}", host
         env = on_host(deployed_lab.inventory, host, "cat /etc/r1deploy/ray.env")
         assert "RAY_AUTH_MODE=token" in env and "RAY_AUTH_TOKEN_PATH=/etc/r1deploy/ray-auth-token" in env
     token = (deployed_lab.inventory / "credentials" / "ray_auth_token").read_text().strip()
