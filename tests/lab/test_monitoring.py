@@ -268,7 +268,12 @@ def test_prometheus_ui_through_nginx_asks_for_its_password(lab, deployed_lab, tm
         answer = web.get("/prometheus/api/v1/query", params=up, auth=("prometheus", password))
         assert answer.status_code == 200, answer.text[:300]
         assert answer.json()["status"] == "success" and answer.json()["data"]["result"]
-        page = web.get("/prometheus/graph", auth=("prometheus", password))
+        # The UI, following its redirects: every hop stays under the prefix (nginx rewrites the ones
+        # Prometheus makes for its route prefix /), and the page is Prometheus's.
+        page = web.get("/prometheus/graph", auth=("prometheus", password), follow_redirects=True)
+        assert all(hop.headers["location"].startswith("/prometheus/") for hop in page.history), [
+            hop.headers["location"] for hop in page.history
+        ]
         assert page.status_code == 200 and "Prometheus" in page.text, page.text[:300]
         # Its links carry the prefix nginx serves it under (--web.external-url).
         redirect = web.get("/prometheus/", auth=("prometheus", password))

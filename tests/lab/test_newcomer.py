@@ -28,7 +28,16 @@ from tests.lab.helpers import BIN, REPO, ansible_env
 
 pytestmark = [pytest.mark.lab, pytest.mark.deployed]
 
-KEYS = ("chat", "  from elsewhere", "admin email", "admin password", "API base URL", "API key", "next")
+KEYS = (
+    "chat",
+    "  from elsewhere",
+    "admin email",
+    "admin password",
+    "API base URL",
+    "API key",
+    "metrics",
+    "next",
+)
 ROW = re.compile(rf"^(?P<key>{'|'.join(KEYS)})\s{{2,}}(?P<v>.+)$")
 
 
