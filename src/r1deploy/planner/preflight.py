@@ -1000,11 +1000,12 @@ def _disk_needs(hv: dict[str, Any], model: Any, settings: dict[str, Any]) -> dic
     """Bytes each path still needs on this GPU host: the model unless present, the venv unless present."""
     need: dict[str, int] = {}
     if model is not None and not hv.get("model_present"):
-        root = str(settings.get("model_root") or "/srv/models")
+        # The preflight role passes both (preflight_model_root, preflight_venv: roles/r1deploy's values).
+        root = str(settings["model_root"])
         need[root] = int(mem.checkpoint_bytes(model) * _MODEL_DISK_FACTOR)
     venv_gib = float(hv.get("venv_gib") or 0)
     if venv_gib and not hv.get("venv_present"):
-        venv_path = str(settings.get("venv") or "/opt/r1deploy/venv")
+        venv_path = str(settings["venv"])
         need[venv_path] = need.get(venv_path, 0) + int(venv_gib * mem.GIB)
     return need
 
